@@ -1,0 +1,43 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU torch first: an unpinned torch pulls a multi-GB CUDA build. Elsewhere, point
+# TORCH_INDEX_URL at PyTorch's CPU wheel index.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX_URL ?=
+STAMP := $(VENV)/.installed
+export LOOP_HOME ?= $(CURDIR)/.loop
+export HF_HUB_OFFLINE := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+export DAGSTER_DISABLE_TELEMETRY := true
+
+.PHONY: install test demo dagster-ui bench-ingest clean reset
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest
+
+demo: install
+	$(BIN)/loop demo
+
+dagster-ui: install
+	DAGSTER_HOME="$$($(BIN)/loop dagster-home)" $(BIN)/dagster dev -w workspace.yaml
+
+bench-ingest: install
+	$(BIN)/loop bench ingest --rows 1000000
+
+# Deleting LOOP_HOME resets every embedded store (Dagster, MLflow, landing, warehouse, datasets).
+reset:
+	rm -rf "$(LOOP_HOME)"
+
+clean: reset
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

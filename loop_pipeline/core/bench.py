@@ -1,0 +1,192 @@
+"""Benchmarks measured as ratios against a baseline timed in the same run.
+
+Each phase runs in its own Python process so that its peak RSS is its own (``os.wait4`` reports
+the child's ``ru_maxrss``), and the time is taken inside the child around the work alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+_SYSTEM_PROMPT = (
+    "You are the intent classifier of a retail bank's support assistant. Read the customer's message "
+    "and answer with exactly one intent label from the catalogue, or out_of_scope when none applies."
+)
+_WORDS = (
+    "please tell me how can i check my account balance transfer money to savings card was declined "
+    "what is the routing number freeze lost stolen credit limit increase pay bill due date interest "
+    "rate order new checks report fraud spending history last month pin change travel notice"
+).split()
+_LABELS = ["balance", "transfer", "card_declined", "routing", "freeze_account", "report_lost_card",
+           "credit_limit_change", "pay_bill", "bill_due", "interest_rate", "order_checks", "report_fraud"]
+
+
+def synthetic_trace_lines(rows: int, bad_rate: float, seed: int = 0) -> pl.Series:
+    """``rows`` native trace lines; every ``1/bad_rate``-th one broken in one of four ways."""
+    index = pl.int_range(0, rows, dtype=pl.Int64, eager=True).alias("i")
+    frame = pl.DataFrame(index)
+    mix = (pl.col("i") * 2654435761 + seed) % 1_000_003
+    words = pl.Series(_WORDS)
+    user_text = pl.concat_str(
+        [pl.lit("hi,"), *[pl.lit(" ") + _pick(words, (mix // (k + 1)) % len(words)) for k in range(14)]]
+    )
+    label = _pick(pl.Series(_LABELS), mix % len(_LABELS))
+    start = pl.datetime(2026, 11, 1, time_zone="UTC")
+    frame = frame.select(
+        pl.format("{}", (pl.col("i") * 1_000_003 + seed).hash(seed=seed)).str.pad_start(20, "0").alias("trace_id"),
+        (start + pl.duration(milliseconds=pl.col("i") * 86))
+        .dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .alias("timestamp"),
+        pl.lit("intent").alias("task_type"),
+        pl.lit("support-bot").alias("app"),
+        pl.lit("gpt-4o-2024-08-06").alias("model"),
+        pl.lit("openai").alias("provider"),
+        pl.concat_list(
+            pl.struct(pl.lit("system").alias("role"), pl.lit(_SYSTEM_PROMPT).alias("content")),
+            pl.struct(pl.lit("user").alias("role"), user_text.alias("content")),
+        ).alias("messages"),
+        label.alias("output"),
+        (60 + mix % 40).alias("input_tokens"),
+        (2 + mix % 5).alias("output_tokens"),
+        (180.0 + (mix % 900).cast(pl.Float64) / 3).alias("latency_ms"),
+        pl.format("user-{}", mix % 5000).alias("user_id"),
+        pl.format("session-{}", mix % 50000).alias("session_id"),
+        pl.lit("intent-v3").alias("prompt_version"),
+        pl.struct(label.alias("gold"), pl.col("i").alias("row")).alias("metadata"),
+    )
+    lines = frame.select(pl.struct(pl.all()).struct.json_encode().alias("line")).to_series()
+    if bad_rate <= 0:
+        return lines
+    every = max(int(round(1 / bad_rate)), 1)
+    position = pl.int_range(0, rows, dtype=pl.Int64, eager=True)
+    broken = (position % every) == (every - 1)
+    variant = (position // every) % 4
+    line = pl.col("line")
+    return (
+        pl.DataFrame({"line": lines, "broken": broken, "variant": variant})
+        .select(
+            pl.when(~pl.col("broken"))
+            .then(line)
+            .when(pl.col("variant") == 0)
+            .then(line.str.slice(0, line.str.len_chars() // 2))  # truncated write
+            .when(pl.col("variant") == 1)
+            .then(line.str.replace('"input_tokens":', '"input_tokens":-'))  # negative tokens
+            .when(pl.col("variant") == 2)
+            .then(line.str.replace('"model":"gpt-4o-2024-08-06"', '"model":{"name":"gpt-4o"}'))  # wrong type
+            .otherwise(line.str.replace(r'"timestamp":"[^"]*"', '"timestamp":"last tuesday"'))
+            .alias("line")
+        )
+        .to_series()
+    )
+
+
+def _pick(options: pl.Series, index: pl.Expr) -> pl.Expr:
+    return pl.lit(options).gather(index)
+
+
+def write_lines(lines: pl.Series, path: Path) -> None:
+    pl.DataFrame({"line": lines}).write_csv(path, include_header=False, quote_style="never")
+
+
+# ---------------------------------------------------------------------------------------------
+# Phases, each run in a child process
+
+
+def _phase_baseline(path: str) -> dict[str, Any]:
+    start = time.perf_counter()
+    frame = pl.read_ndjson(path)
+    return {"seconds": time.perf_counter() - start, "rows": frame.height}
+
+
+def _phase_ingest(path: str) -> dict[str, Any]:
+    from loop_pipeline.core.ingest import discover, ingest
+
+    start = time.perf_counter()
+    result = ingest(discover([path], record_kind="trace"))
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "rows": result.traces.height, "summary": result.summary()}
+
+
+PHASES: dict[str, Callable[[str], dict[str, Any]]] = {
+    "baseline": _phase_baseline,
+    "ingest": _phase_ingest,
+}
+
+
+def run_phase(name: str, path: Path) -> dict[str, Any]:
+    """Run one phase in a fresh interpreter; add its peak RSS in MB."""
+    command = [sys.executable, "-m", "loop_pipeline.core.bench", name, str(path)]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if process.returncode != 0:
+        raise RuntimeError(f"benchmark phase {name!r} failed (exit {process.returncode}):\n{stderr[-2000:]}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux reports KiB
+    return result
+
+
+def main_phase(argv: list[str]) -> None:
+    name, path = argv
+    print(json.dumps(PHASES[name](path)))
+
+
+if __name__ == "__main__":
+    main_phase(sys.argv[1:])
+
+
+def bench_ingest(
+    rows: int, bad_rate: float = 0.0, workdir: Path | None = None, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Bare ``read_ndjson`` vs the ingest path (read, validate, quarantine, dedup, cost) on one file.
+
+    With ``bad_rate`` > 0 the ingest reads the file with broken lines and the baseline its clean
+    twin (``read_ndjson`` cannot read a broken file at all).
+    """
+    say = progress or (lambda _: None)
+    with tempfile.TemporaryDirectory(dir=workdir) as folder:
+        clean = Path(folder) / "traces.jsonl"
+        say(f"generating {rows:,} synthetic traces ...")
+        write_lines(synthetic_trace_lines(rows, 0.0), clean)
+        target = clean
+        if bad_rate > 0:
+            target = Path(folder) / "traces_with_bad_lines.jsonl"
+            write_lines(synthetic_trace_lines(rows, bad_rate), target)
+        size_mb = target.stat().st_size / 1e6
+        say(f"file: {size_mb:,.0f} MB; timing polars.read_ndjson (baseline) ...")
+        baseline = run_phase("baseline", clean)
+        say(f"  baseline: {baseline['seconds']:.2f} s, peak RSS {baseline['peak_rss_mb']:,.0f} MB")
+        say("timing loop ingest (read + validate + quarantine + dedup + cost) ...")
+        ingested = run_phase("ingest", target)
+        say(f"  ingest:   {ingested['seconds']:.2f} s, peak RSS {ingested['peak_rss_mb']:,.0f} MB")
+    ratio = ingested["seconds"] / baseline["seconds"]
+    say(f"ratio ingest / baseline: {ratio:.2f}x, {rows / ingested['seconds']:,.0f} rows/s")
+    summary = ingested["summary"]
+    return {
+        "benchmark": "ingest",
+        "rows": rows,
+        "bad_rate": bad_rate,
+        "file_mb": round(size_mb, 1),
+        "baseline_s": round(baseline["seconds"], 3),
+        "ingest_s": round(ingested["seconds"], 3),
+        "ratio": round(ratio, 3),
+        "rows_per_s": round(rows / ingested["seconds"], 1),
+        "peak_rss_mb": round(ingested["peak_rss_mb"], 1),
+        "baseline_peak_rss_mb": round(baseline["peak_rss_mb"], 1),
+        "valid": summary["valid"],
+        "quarantined": summary["quarantined"],
+        "quarantined_by_reason": summary["quarantined_by_reason"],
+    }

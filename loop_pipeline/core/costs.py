@@ -1,0 +1,89 @@
+"""Token prices from configs/prices.yaml and the cost of a call computed from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import polars as pl
+
+from loop_pipeline.settings import ConfigError, load_config
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
+
+
+class PriceTable:
+    def __init__(self, prices: Mapping[str, ModelPrice]):
+        self._prices = dict(prices)
+        # Longest key first, so `gpt-4o-mini` wins over `gpt-4o` for `gpt-4o-mini-2024-07-18`.
+        self._keys = sorted(self._prices, key=len, reverse=True)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> "PriceTable":
+        models = raw.get("models")
+        if not isinstance(models, Mapping) or not models:
+            raise ConfigError("prices: `models` must be a non-empty mapping of model -> {input, output}")
+        prices = {}
+        for name, entry in models.items():
+            if not isinstance(entry, Mapping) or {"input", "output"} - set(entry):
+                raise ConfigError(f"prices.models.{name}: needs `input` and `output` (USD per 1M tokens)")
+            try:
+                price = ModelPrice(float(entry["input"]), float(entry["output"]))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"prices.models.{name}: prices must be numbers ({exc})") from exc
+            if price.input_per_mtok < 0 or price.output_per_mtok < 0:
+                raise ConfigError(f"prices.models.{name}: prices must not be negative")
+            prices[str(name)] = price
+        return cls(prices)
+
+    @classmethod
+    def load(cls) -> "PriceTable":
+        return cls.from_mapping(load_config("prices"))
+
+    def lookup(self, model: str) -> ModelPrice | None:
+        lowered = model.lower()
+        for key in self._keys:
+            if lowered.startswith(key.lower()):
+                return self._prices[key]
+        return None
+
+    def fill_costs(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Set ``cost_usd`` (and ``cost_source='computed'``) where a row has tokens but no cost.
+
+        Rows whose model has no price keep a null cost: an unknown cost stays unknown.
+        """
+        models = frame.get_column("model").unique().drop_nulls().to_list()
+        priced = [(m, self.lookup(m)) for m in models]
+        priced = [(m, p) for m, p in priced if p is not None]
+        table = pl.DataFrame(
+            {
+                "model": [m for m, _ in priced],
+                "_in_price": [p.input_per_mtok for _, p in priced],
+                "_out_price": [p.output_per_mtok for _, p in priced],
+            },
+            schema={"model": pl.String, "_in_price": pl.Float64, "_out_price": pl.Float64},
+        )
+        computed = (
+            pl.col("input_tokens") * pl.col("_in_price") + pl.col("output_tokens") * pl.col("_out_price")
+        ) / 1e6
+        needs = pl.col("cost_usd").is_null() & computed.is_not_null()
+        return (
+            frame.join(table, on="model", how="left", maintain_order="left")
+            .with_columns(
+                pl.when(needs).then(computed).otherwise(pl.col("cost_usd")).alias("cost_usd"),
+                pl.when(needs)
+                .then(pl.lit("computed"))
+                .when(pl.col("cost_usd").is_not_null())
+                .then(pl.col("cost_source").fill_null("reported"))
+                .otherwise(pl.lit(None, dtype=pl.String))
+                .alias("cost_source"),
+            )
+            .drop("_in_price", "_out_price")
+        )

@@ -1,0 +1,21 @@
+"""Dagster entry point: merges each stage's definitions under defs/ and binds the resources.
+
+Loading stays light (no torch / transformers / great_expectations import) so the webserver and
+`dg check defs` start fast; heavy stages import their libraries inside the asset bodies.
+"""
+
+import dagster as dg
+
+import loop_pipeline  # noqa: F401  (sets the no-telemetry environment first)
+from loop_pipeline.defs import ingest
+from loop_pipeline.resources import LoopStorage
+from loop_pipeline.settings import landing_url, paths
+
+STAGES = (ingest.defs,)
+
+
+def build_resources() -> dict[str, object]:
+    return {"storage": LoopStorage(landing_url=landing_url(), warehouse_dir=str(paths().warehouse))}
+
+
+defs = dg.Definitions.merge(*STAGES, dg.Definitions(resources=build_resources()))

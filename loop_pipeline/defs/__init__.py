@@ -1,0 +1,1 @@
+"""Dagster definitions, one folder per stage; assets call core/ so every entry point runs one code."""

@@ -1,0 +1,87 @@
+"""Landing files of one day become canonical traces, feedback events and quarantined records."""
+
+
+from typing import Iterator
+
+import dagster as dg
+import polars as pl
+
+from loop_pipeline.core.ingest import ingest
+from loop_pipeline.defs.partitions import daily_partitions
+from loop_pipeline.resources import LoopStorage
+
+RAW_TRACES = dg.AssetKey("raw_traces")
+FEEDBACK_EVENTS = dg.AssetKey("feedback_events")
+QUARANTINED_RECORDS = dg.AssetKey("quarantined_records")
+INGEST_GROUP = "ingest"
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            RAW_TRACES,
+            description="Canonical LLM-call traces that arrived on the day, validated (TraceSchema), "
+            "one row per trace_id; identical copies collapsed, costs computed where the source had none.",
+            group_name=INGEST_GROUP,
+            kinds={"polars", "parquet"},
+        ),
+        dg.AssetSpec(
+            FEEDBACK_EVENTS,
+            description="Feedback events that arrived on the day (FeedbackSchema), possibly for older traces.",
+            group_name=INGEST_GROUP,
+            kinds={"polars", "parquet"},
+        ),
+        dg.AssetSpec(
+            QUARANTINED_RECORDS,
+            description="Every landing record that could not be used, with a machine-readable reason.",
+            group_name=INGEST_GROUP,
+            kinds={"polars", "parquet"},
+        ),
+    ],
+    partitions_def=daily_partitions,
+    name="landed_records",
+)
+def landed_records(context: dg.AssetExecutionContext, storage: LoopStorage) -> Iterator[dg.MaterializeResult]:
+    day = context.partition_key
+    sources = storage.landing_sources(day)
+    if not sources:
+        context.log.warning(f"no landing files for {day} under {storage.landing_url}: writing empty tables")
+    result = ingest(sources, progress=context.log.info)
+    summary = result.summary()
+    storage.write_summary(day, summary)
+    context.log.info(
+        f"{day}: {summary['records_in']} records in, {summary['valid']} valid, "
+        f"{summary['duplicates']} duplicates, {summary['quarantined']} quarantined"
+    )
+    tables = ((RAW_TRACES, result.traces, "trace"), (FEEDBACK_EVENTS, result.feedback, "feedback"))
+    for key, frame, kind in tables:
+        path = storage.write_table(key.path[-1], day, frame)
+        counts = result.counts[kind]
+        metadata = {
+            "dagster/row_count": frame.height,
+            "path": dg.MetadataValue.path(str(path)),
+            "records_in": counts.records_in,
+            "duplicates": counts.duplicates,
+            "quarantined": counts.quarantined,
+            "files": len(result.files),
+        }
+        if kind == "trace":
+            metadata["rows_by_task_type"] = dg.MetadataValue.json(_counts_by(frame, "task_type"))
+            metadata["cost_usd"] = float(frame.get_column("cost_usd").sum() or 0.0)
+        else:
+            metadata["rows_by_kind"] = dg.MetadataValue.json(_counts_by(frame, "kind"))
+        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+    path = storage.write_table(QUARANTINED_RECORDS.path[-1], day, result.quarantine)
+    yield dg.MaterializeResult(
+        asset_key=QUARANTINED_RECORDS,
+        metadata={
+            "dagster/row_count": result.quarantine.height,
+            "path": dg.MetadataValue.path(str(path)),
+            "quarantined_by_reason": dg.MetadataValue.json(summary["quarantined_by_reason"]),
+        },
+    )
+
+
+def _counts_by(frame: pl.DataFrame, column: str) -> dict[str, int]:
+    grouped = frame.group_by(column).len().sort(column, nulls_last=True)
+    return {str(value): int(n) for value, n in grouped.iter_rows()}

@@ -1,0 +1,95 @@
+"""Blocking checks on the ingest tables: every landing record is accounted for; schemas hold."""
+
+
+import json
+
+import dagster as dg
+import fsspec
+import pandera.errors
+import polars as pl
+
+from loop_pipeline.core.ingest import SourceFile
+from loop_pipeline.defs.ingest.assets import FEEDBACK_EVENTS, QUARANTINED_RECORDS, RAW_TRACES
+from loop_pipeline.defs.partitions import daily_partitions
+from loop_pipeline.resources import LoopStorage
+from loop_pipeline.schemas import FeedbackSchema, QuarantineSchema, TraceSchema
+
+
+def count_records(source: SourceFile) -> int:
+    """Records in one file, counted without the ingest code: non-blank lines, or Parquet rows.
+
+    A file that cannot be opened counts as one record (ingest quarantines it as one).
+    """
+    try:
+        with fsspec.open(source.location, "rb") as handle:
+            if source.location.lower().endswith(".parquet"):
+                return pl.scan_parquet(handle).select(pl.len()).collect().item()
+            return sum(1 for line in handle if line.strip())
+    except (OSError, pl.exceptions.PolarsError):
+        return 1
+
+
+def _accounting(storage: LoopStorage, day: str, record_kind: str, table: str) -> dg.AssetCheckResult:
+    expected = sum(count_records(s) for s in storage.landing_sources(day) if s.record_kind == record_kind)
+    valid = storage.read_table(table, day).height
+    quarantine = storage.read_table(QUARANTINED_RECORDS.path[-1], day)
+    quarantined = quarantine.filter(pl.col("record_kind") == record_kind).height
+    summary = json.loads(storage.summary_path(day).read_text(encoding="utf-8"))
+    duplicates = summary["traces" if record_kind == "trace" else "feedback"]["duplicates"]
+    accounted = valid + duplicates + quarantined
+    return dg.AssetCheckResult(
+        passed=accounted == expected,
+        metadata={
+            "records_in_landing": expected,
+            "valid": valid,
+            "duplicates": duplicates,
+            "quarantined": quarantined,
+            "unaccounted": expected - accounted,
+        },
+        description=None if accounted == expected else f"{expected - accounted} landing records are unaccounted for",
+    )
+
+
+@dg.asset_check(asset=RAW_TRACES, blocking=True, partitions_def=daily_partitions)
+def raw_traces_records_accounted(context: dg.AssetCheckExecutionContext, storage: LoopStorage) -> dg.AssetCheckResult:
+    """Landing trace records = valid traces + collapsed duplicates + quarantined trace records."""
+    return _accounting(storage, context.partition_key, "trace", RAW_TRACES.path[-1])
+
+
+@dg.asset_check(asset=FEEDBACK_EVENTS, blocking=True, partitions_def=daily_partitions)
+def feedback_events_records_accounted(
+    context: dg.AssetCheckExecutionContext, storage: LoopStorage
+) -> dg.AssetCheckResult:
+    """Landing feedback records = valid events + collapsed duplicates + quarantined feedback records."""
+    return _accounting(storage, context.partition_key, "feedback", FEEDBACK_EVENTS.path[-1])
+
+
+def _schema_check(storage: LoopStorage, day: str, table: str, model) -> dg.AssetCheckResult:
+    frame = storage.read_table(table, day)
+    try:
+        model.validate(frame, lazy=True)
+    except pandera.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        return dg.AssetCheckResult(
+            passed=False,
+            metadata={"rows": frame.height, "failures": cases.height, "first_failures": dg.MetadataValue.md(str(cases.head(10)))},
+            description=f"{cases.height} schema failures in {table}",
+        )
+    return dg.AssetCheckResult(passed=True, metadata={"rows": frame.height})
+
+
+@dg.asset_check(asset=RAW_TRACES, blocking=True, partitions_def=daily_partitions)
+def raw_traces_match_schema(context: dg.AssetCheckExecutionContext, storage: LoopStorage) -> dg.AssetCheckResult:
+    return _schema_check(storage, context.partition_key, RAW_TRACES.path[-1], TraceSchema)
+
+
+@dg.asset_check(asset=FEEDBACK_EVENTS, blocking=True, partitions_def=daily_partitions)
+def feedback_events_match_schema(context: dg.AssetCheckExecutionContext, storage: LoopStorage) -> dg.AssetCheckResult:
+    return _schema_check(storage, context.partition_key, FEEDBACK_EVENTS.path[-1], FeedbackSchema)
+
+
+@dg.asset_check(asset=QUARANTINED_RECORDS, blocking=True, partitions_def=daily_partitions)
+def quarantined_records_match_schema(
+    context: dg.AssetCheckExecutionContext, storage: LoopStorage
+) -> dg.AssetCheckResult:
+    return _schema_check(storage, context.partition_key, QUARANTINED_RECORDS.path[-1], QuarantineSchema)

@@ -1,0 +1,36 @@
+"""The Dagster instance: SQLite under LOOP_HOME by default, PostgreSQL when LOOP_PG_URL is set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from loop_pipeline.core.storage import write_bytes_atomic
+from loop_pipeline.settings import paths
+
+
+def instance_config(pg_url: str | None, sqlite_dir: Path) -> dict:
+    # Telemetry off in the instance itself, so `dagster dev` does not phone home either.
+    config: dict = {"telemetry": {"enabled": False}}
+    if pg_url:
+        config["storage"] = {"postgres": {"postgres_url": pg_url}}
+    else:
+        config["storage"] = {"sqlite": {"base_dir": str(sqlite_dir)}}
+    return config
+
+
+def ensure_dagster_home(home: Path | None = None, pg_url: str | None = None) -> Path:
+    """Write ``dagster.yaml`` for the embedded (or LOOP_PG_URL) instance; return DAGSTER_HOME.
+
+    Rewritten only when its content changes, so a running webserver is not disturbed.
+    """
+    dagster_home = Path(home) if home else paths().dagster_home
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    pg_url = pg_url if pg_url is not None else os.environ.get("LOOP_PG_URL")
+    text = yaml.safe_dump(instance_config(pg_url, dagster_home / "storage"), sort_keys=True)
+    target = dagster_home / "dagster.yaml"
+    if not target.is_file() or target.read_text(encoding="utf-8") != text:
+        write_bytes_atomic(target, text.encode("utf-8"))
+    return dagster_home

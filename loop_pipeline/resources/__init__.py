@@ -1,0 +1,5 @@
+"""Dagster resources: thin, configurable handles on real storage and services."""
+
+from loop_pipeline.resources.storage import LoopStorage
+
+__all__ = ["LoopStorage"]
