@@ -15,7 +15,12 @@ STAGES = (ingest.defs,)
 
 
 def build_resources() -> dict[str, object]:
+    """Resources for the current environment (LOOP_HOME, LOOP_LANDING_URL)."""
     return {"storage": LoopStorage(landing_url=landing_url(), warehouse_dir=str(paths().warehouse))}
 
 
-defs = dg.Definitions.merge(*STAGES, dg.Definitions(resources=build_resources()))
+def build_defs() -> dg.Definitions:
+    return dg.Definitions.merge(*STAGES, dg.Definitions(resources=build_resources()))
+
+
+defs = build_defs()

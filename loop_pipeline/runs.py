@@ -27,8 +27,9 @@ def materialize_ingest(
     instance: dg.DagsterInstance | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``ingest_job`` for each day (default: every landing day); raise if a run or check fails."""
-    from loop_pipeline.definitions import defs
+    from loop_pipeline.definitions import build_defs
 
+    defs = build_defs()  # read LOOP_HOME now, not when the module was first imported
     say = progress or (lambda _: None)
     storage = defs.resources["storage"]
     days = sorted(partitions) if partitions else sorted(storage.landing_days())

@@ -230,6 +230,9 @@ def type_traces(frame: pl.DataFrame) -> pl.DataFrame:
     checks.append(("unparsable_timestamp", pl.col("_timestamp").is_null(), pl.format("timestamp: cannot parse {}", pl.col("timestamp").str.slice(0, 80))))
     for name in ("input_tokens", "output_tokens", "cost_usd", "latency_ms"):
         checks.append(("negative_value", _number(name) < 0, pl.format(f"{name}: {{}} is negative", pl.col(name))))
+    for name in ("input_tokens", "output_tokens"):
+        # A whole number past 64 bits would otherwise become a silent null count when typed.
+        checks.append(("invalid_value", _number(name) >= 2.0**63, pl.format(f"{name}: {{}} is out of range", pl.col(name))))
     checks.append(
         (
             "invalid_value",

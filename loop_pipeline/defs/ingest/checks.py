@@ -2,6 +2,7 @@
 
 
 import json
+import warnings
 
 import dagster as dg
 import fsspec
@@ -13,6 +14,9 @@ from loop_pipeline.defs.ingest.assets import FEEDBACK_EVENTS, QUARANTINED_RECORD
 from loop_pipeline.defs.partitions import daily_partitions
 from loop_pipeline.resources import LoopStorage
 from loop_pipeline.schemas import FeedbackSchema, QuarantineSchema, TraceSchema
+
+# Partitioned asset checks are a Dagster preview feature; we depend on it knowingly.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 
 
 def count_records(source: SourceFile) -> int:
@@ -29,7 +33,7 @@ def count_records(source: SourceFile) -> int:
         return 1
 
 
-def _accounting(storage: LoopStorage, day: str, record_kind: str, table: str) -> dg.AssetCheckResult:
+def accounting_result(storage: LoopStorage, day: str, record_kind: str, table: str) -> dg.AssetCheckResult:
     expected = sum(count_records(s) for s in storage.landing_sources(day) if s.record_kind == record_kind)
     valid = storage.read_table(table, day).height
     quarantine = storage.read_table(QUARANTINED_RECORDS.path[-1], day)
@@ -53,7 +57,7 @@ def _accounting(storage: LoopStorage, day: str, record_kind: str, table: str) ->
 @dg.asset_check(asset=RAW_TRACES, blocking=True, partitions_def=daily_partitions)
 def raw_traces_records_accounted(context: dg.AssetCheckExecutionContext, storage: LoopStorage) -> dg.AssetCheckResult:
     """Landing trace records = valid traces + collapsed duplicates + quarantined trace records."""
-    return _accounting(storage, context.partition_key, "trace", RAW_TRACES.path[-1])
+    return accounting_result(storage, context.partition_key, "trace", RAW_TRACES.path[-1])
 
 
 @dg.asset_check(asset=FEEDBACK_EVENTS, blocking=True, partitions_def=daily_partitions)
@@ -61,7 +65,7 @@ def feedback_events_records_accounted(
     context: dg.AssetCheckExecutionContext, storage: LoopStorage
 ) -> dg.AssetCheckResult:
     """Landing feedback records = valid events + collapsed duplicates + quarantined feedback records."""
-    return _accounting(storage, context.partition_key, "feedback", FEEDBACK_EVENTS.path[-1])
+    return accounting_result(storage, context.partition_key, "feedback", FEEDBACK_EVENTS.path[-1])
 
 
 def _schema_check(storage: LoopStorage, day: str, table: str, model) -> dg.AssetCheckResult:
