@@ -169,6 +169,11 @@ def bench_ingest(
         _fail("--rows must be at least 1")
     if not 0.0 <= bad_rate < 1.0:
         _fail("--bad-rate must be in [0, 1)")
+    if workdir is not None:
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _fail(f"--workdir {workdir}: {exc}")
     result = run_bench(rows=rows, bad_rate=bad_rate, workdir=workdir, progress=_say)
     _emit(result)
 
