@@ -20,6 +20,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+thresholds_app = typer.Typer(help="Quality-score thresholds per task type, compared in MLflow.", no_args_is_help=True)
+app.add_typer(thresholds_app, name="thresholds")
 bench_app = typer.Typer(help="Benchmarks, each timed against a baseline in the same run.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -154,6 +156,37 @@ def dagster_home() -> None:
     from loop_pipeline.instance import ensure_dagster_home
 
     typer.echo(str(ensure_dagster_home()))
+
+
+@thresholds_app.command("sweep")
+def thresholds_sweep(
+    traces: Optional[Path] = typer.Option(
+        None, help="Output folder of `loop ingest` (traces/ and feedback/). Default: LOOP_HOME's ingested tables."
+    ),
+    plot: Optional[Path] = typer.Option(None, help="Also write the precision-vs-volume plot here (PNG)."),
+    mlflow: bool = typer.Option(True, help="Log one MLflow run per candidate threshold (--no-mlflow to skip)."),
+) -> None:
+    """Score every trace, then per task type pick the loosest threshold whose precision against
+    human review has a Wilson lower bound at the target; compare filters when gold labels exist."""
+    from loop_pipeline.core.scoring_run import load_traces_and_feedback, run_sweep
+    from loop_pipeline.core.tracking import TrackingTarget
+    from loop_pipeline.settings import ConfigError
+
+    try:
+        frames = load_traces_and_feedback(traces)
+        result = run_sweep(*frames, tracking=TrackingTarget.default() if mlflow else None, plot_path=plot, progress=_say)
+    except (ConfigError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    for task_type, entry in result["thresholds"].items():
+        if entry["threshold"] is None:
+            _say(f"{task_type}: no threshold: {entry['reason']}")
+        else:
+            low, high = entry["precision_interval"]
+            _say(
+                f"{task_type}: threshold {entry['threshold']:.4f} keeps {entry['kept']}/{entry['traces']} "
+                f"at estimated precision {entry['estimated_precision']:.4f} [{low:.4f}, {high:.4f}]"
+            )
+    _emit(result)
 
 
 @bench_app.command("ingest")

@@ -58,6 +58,46 @@ def materialize_ingest(
     return results
 
 
+def materialize_scoring(
+    partitions: list[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    instance: dg.DagsterInstance | None = None,
+) -> dict[str, Any]:
+    """trace_signals and scored_traces for each day (default: every ingested day), with
+    quality_model and score_thresholds in between and after; returns score_thresholds' document."""
+    from loop_pipeline.definitions import build_defs
+
+    say = progress or (lambda _: None)
+    defs = build_defs()
+    storage = defs.resources["storage"]
+    days = sorted(partitions) if partitions else storage.table_partitions("raw_traces")
+    if not days:
+        raise RuntimeError("no ingested days: run `loop materialize` (or `loop demo`) first")
+    instance = instance or _instance()
+    everything = [*defs.assets, *defs.asset_checks]
+
+    def run(key: str, day: str | None = None) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            everything,
+            selection=dg.AssetSelection.assets(key),
+            partition_key=day,
+            instance=instance,
+            resources=defs.resources,
+            run_config=_QUIET,
+        )
+
+    for day in days:
+        run("trace_signals", day)
+    say(f"trace_signals: {len(days)} day(s)")
+    model = run("quality_model").asset_materializations_for_node("quality_model")[0].metadata
+    say(f"quality_model: {model['note'].value}")
+    for day in days:
+        run("scored_traces", day)
+    say(f"scored_traces: {len(days)} day(s)")
+    run("score_thresholds")
+    return storage.read_document("score_thresholds")
+
+
 def run_demo(
     days: int = 7, traces_per_day: int = 1000, seed: int = 0, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
@@ -69,9 +109,9 @@ def run_demo(
     home = paths()
     say(f"LOOP_HOME={home.home}")
     config = SimulationConfig.from_config({"days": days, "traces_per_day": traces_per_day, "seed": seed})
-    say(f"[1/2] simulating {days} days x {traces_per_day} CLINC150 calls into {home.landing}")
+    say(f"[1/3] simulating {days} days x {traces_per_day} CLINC150 calls into {home.landing}")
     simulation = simulate(config, home.landing, progress=say)
-    say("[2/2] ingesting every landing day through Dagster (ingest_job, blocking checks)")
+    say("[2/3] ingesting every landing day through Dagster (ingest_job, blocking checks)")
     partitions = materialize_ingest(progress=say)
     totals = {
         key: sum(p[key] for p in partitions) for key in ("records_in", "valid", "duplicates", "quarantined")
@@ -80,12 +120,29 @@ def run_demo(
         f"ingested {totals['records_in']} records: {totals['valid']} valid, "
         f"{totals['duplicates']} duplicates, {totals['quarantined']} quarantined"
     )
-    say(f"open the Dagster UI with `make dagster-ui` (DAGSTER_HOME={home.dagster_home})")
+    say("[3/3] scoring: signals, calibrated p_good, thresholds per task type (MLflow runs)")
+    scored = materialize_scoring(partitions=None, progress=say)
+    for task_type, entry in scored["thresholds"].items():
+        if entry["threshold"] is None:
+            say(f"  {task_type}: no threshold ({entry['reason']})")
+            continue
+        low, high = entry["precision_interval"]
+        say(
+            f"  {task_type}: threshold {entry['threshold']:.3f} keeps {entry['kept']} of {entry['traces']}, "
+            f"estimated precision {entry['estimated_precision']:.3f} [{low:.3f}, {high:.3f}]"
+        )
+    for name, row in sorted((scored["comparison"] or {}).items(), key=lambda item: -item[1]["kept"]):
+        say(f"  filter {name:<10} kept {row['kept']:>6}  true error rate {row['true_error_rate']:.4f}")
+    say(f"open the Dagster UI with `make dagster-ui` (DAGSTER_HOME={home.dagster_home}), MLflow with `make mlflow-ui`")
     return {
-        "demo": "ingest",
+        "demo": "ingest+scoring",
         "loop_home": str(home.home),
         "simulation": simulation.to_dict(),
         "ingest": totals,
+        "thresholds": scored["thresholds"],
+        "comparison": scored["comparison"],
+        "calibration": {k: scored["calibration"].get(k) for k in ("method", "n_reviewed", "brier_held_out", "ece_held_out")},
+        "mlflow": scored["mlflow"],
         "partitions": [
             {
                 **{k: p[k] for k in ("partition", "records_in", "valid", "duplicates", "quarantined")},

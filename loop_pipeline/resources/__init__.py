@@ -1,5 +1,6 @@
 """Dagster resources: thin, configurable handles on real storage and services."""
 
+from loop_pipeline.resources.mlflow import MlflowTracking
 from loop_pipeline.resources.storage import LoopStorage
 
-__all__ = ["LoopStorage"]
+__all__ = ["LoopStorage", "MlflowTracking"]

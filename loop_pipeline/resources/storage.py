@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
 
@@ -89,6 +90,32 @@ class LoopStorage(dg.ConfigurableResource):
         if not path.is_file():
             raise FileNotFoundError(f"{table} has no data for partition {partition}: {path} is missing")
         return pl.read_parquet(path)
+
+    def table_partitions(self, table: str) -> list[str]:
+        folder = Path(self.warehouse_dir) / table
+        return sorted(p.stem for p in folder.glob("*.parquet")) if folder.is_dir() else []
+
+    def read_partitions(self, table: str, partitions: list[str] | None = None) -> pl.DataFrame:
+        """The given partitions that exist (default: all of them), concatenated in day order."""
+        wanted = self.table_partitions(table) if partitions is None else partitions
+        frames = [pl.read_parquet(self.table_path(table, p)) for p in wanted if self.table_path(table, p).is_file()]
+        if not frames:
+            raise FileNotFoundError(f"{table} has no materialized partitions under {self.warehouse_dir}")
+        return pl.concat(frames, how="vertical")
+
+    def document_path(self, name: str) -> Path:
+        return Path(self.warehouse_dir) / f"{name}.json"
+
+    def write_document(self, name: str, payload: dict) -> Path:
+        path = self.document_path(name)
+        write_json_atomic(path, payload)
+        return path
+
+    def read_document(self, name: str) -> dict:
+        path = self.document_path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{name} has not been materialized yet: {path} is missing")
+        return json.loads(path.read_text(encoding="utf-8"))
 
     def summary_path(self, partition: str) -> Path:
         return Path(self.warehouse_dir) / "ingest_summaries" / f"{partition}.json"

@@ -21,6 +21,7 @@ from loop_pipeline.core.costs import PriceTable
 from loop_pipeline.core.ingest import native
 from loop_pipeline.core.ingest.lines import UnreadableFileError, read_lines
 from loop_pipeline.core.storage import replace_directory, write_json_atomic, write_parquet_atomic
+from loop_pipeline.schemas import empty_frame
 from loop_pipeline.schemas.feedback import FEEDBACK_COLUMNS, FeedbackSchema
 from loop_pipeline.schemas.quarantine import QUARANTINE_COLUMNS, QuarantineSchema
 from loop_pipeline.schemas.traces import TRACE_COLUMNS, TraceSchema
@@ -297,7 +298,7 @@ def _split(frame: pl.DataFrame | None, kind: str) -> tuple[pl.DataFrame, pl.Data
     """Valid rows (one per id), quarantined rows, and the number of identical copies collapsed."""
     columns = TRACE_COLUMNS if kind == "trace" else FEEDBACK_COLUMNS
     if frame is None or frame.height == 0:
-        return _typed_empty(columns, kind), pl.DataFrame(schema=_quarantine_schema()), 0
+        return empty_frame(TraceSchema if kind == "trace" else FeedbackSchema), pl.DataFrame(schema=_quarantine_schema()), 0
     id_column = _ID_COLUMN[kind]
     failed = frame.filter(pl.col("_reason").is_not_null())
     good = frame.filter(pl.col("_reason").is_null())
@@ -340,12 +341,6 @@ def _as_quarantine(frame: pl.DataFrame, kind: str, id_column: str) -> pl.DataFra
         record_id.alias("record_id"),
         pl.col("raw"),
     )
-
-
-def _typed_empty(columns: Sequence[str], kind: str) -> pl.DataFrame:
-    model = TraceSchema if kind == "trace" else FeedbackSchema
-    dtypes = {name: column.dtype.type for name, column in model.to_schema().columns.items()}
-    return pl.DataFrame(schema={name: dtypes[name] for name in columns})
 
 
 # ---------------------------------------------------------------------------------------------

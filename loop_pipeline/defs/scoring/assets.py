@@ -1,0 +1,166 @@
+"""Scoring stage: feedback signals per trace, a calibrated quality model, p_good, thresholds."""
+
+import base64
+import datetime as dt
+import tempfile
+import warnings
+from pathlib import Path
+
+import dagster as dg
+
+from loop_pipeline.core import scoring
+from loop_pipeline.core.thresholds import sweep_and_log
+from loop_pipeline.defs.ingest.assets import FEEDBACK_EVENTS, RAW_TRACES
+from loop_pipeline.defs.partitions import daily_partitions
+from loop_pipeline.resources import LoopStorage, MlflowTracking
+from loop_pipeline.schemas import FeedbackSchema, empty_frame
+
+SCORING_GROUP = "scoring"
+TRACE_SIGNALS = dg.AssetKey("trace_signals")
+QUALITY_MODEL = dg.AssetKey("quality_model")
+SCORED_TRACES = dg.AssetKey("scored_traces")
+SCORE_THRESHOLDS = dg.AssetKey("score_thresholds")
+# Read once when definitions load: the partition mapping below is part of the asset graph.
+LOOKBACK_DAYS = scoring.ScoringConfig.load().feedback_lookback_days
+# Future feedback partitions do not exist yet; the (beta) flag says that is expected.
+warnings.filterwarnings("ignore", message="Parameter `allow_nonexistent_upstream_partitions`")
+# Recompute when an upstream partition changes: late feedback re-scores the traces it is about.
+_EAGER = dg.AutomationCondition.eager()
+
+
+def feedback_days(day: str, lookback: int) -> list[str]:
+    start = dt.date.fromisoformat(day)
+    return [(start + dt.timedelta(days=offset)).isoformat() for offset in range(lookback + 1)]
+
+
+@dg.asset(
+    key=TRACE_SIGNALS,
+    partitions_def=daily_partitions,
+    group_name=SCORING_GROUP,
+    deps=[
+        dg.AssetDep(RAW_TRACES),
+        dg.AssetDep(
+            FEEDBACK_EVENTS,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=0, end_offset=LOOKBACK_DAYS, allow_nonexistent_upstream_partitions=True
+            ),
+        ),
+    ],
+    automation_condition=_EAGER,
+    kinds={"polars", "parquet"},
+    description="One row per trace of the day: user actions, flags, judge score, heuristics and the "
+    f"human review outcome, from feedback that landed up to {LOOKBACK_DAYS} days later.",
+)
+def trace_signals(context: dg.AssetExecutionContext, storage: LoopStorage) -> dg.MaterializeResult:
+    day = context.partition_key
+    config = scoring.ScoringConfig.load()
+    traces = storage.read_table(RAW_TRACES.path[-1], day)
+    days = [d for d in feedback_days(day, config.feedback_lookback_days) if storage.table_path(FEEDBACK_EVENTS.path[-1], d).is_file()]
+    feedback = storage.read_partitions(FEEDBACK_EVENTS.path[-1], days) if days else empty_frame(FeedbackSchema)
+    signals = scoring.trace_signals(traces, feedback, config=config)
+    path = storage.write_table(TRACE_SIGNALS.path[-1], day, signals)
+    counts = {name: int(signals.get_column(name).sum()) for name in ("accepted", "edited", "rejected", "regenerated", "hallucination", "no_action", "heuristic_failed", "reviewed")}
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": signals.height,
+            "path": dg.MetadataValue.path(str(path)),
+            "feedback_partitions": dg.MetadataValue.json(days),
+            "signal_counts": dg.MetadataValue.json(counts),
+        }
+    )
+
+
+@dg.asset(
+    key=QUALITY_MODEL,
+    group_name=SCORING_GROUP,
+    deps=[TRACE_SIGNALS, RAW_TRACES, FEEDBACK_EVENTS],
+    automation_condition=_EAGER,
+    kinds={"scikit-learn"},
+    description="The configured signal logit calibrated against every human-reviewed trace "
+    "(configs/scoring.yaml: platt | isotonic), with held-out Brier score and ECE; also reports "
+    "feedback whose trace_id matches no trace.",
+)
+def quality_model(context: dg.AssetExecutionContext, storage: LoopStorage) -> dg.MaterializeResult:
+    config = scoring.ScoringConfig.load()
+    signals = storage.read_partitions(TRACE_SIGNALS.path[-1])
+    model = scoring.fit_quality_model(signals, config)
+    if model.method == "none":
+        context.log.warning(model.note)
+    orphans = scoring.orphan_feedback(storage.read_partitions(RAW_TRACES.path[-1]), storage.read_partitions(FEEDBACK_EVENTS.path[-1]))
+    storage.write_table("orphan_feedback", "all", orphans)
+    path = storage.write_document(QUALITY_MODEL.path[-1], model.to_dict())
+    metrics = {k: (round(v, 5) if v is not None else None) for k, v in model.metrics.items()}
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "method": model.method,
+            "weights_version": model.weights_version,
+            "n_reviewed": model.n_reviewed,
+            "n_reviewed_bad": model.n_reviewed_bad,
+            "metrics": dg.MetadataValue.json(metrics),
+            "note": model.note,
+            "orphan_feedback_events": orphans.height,
+        }
+    )
+
+
+@dg.asset(
+    key=SCORED_TRACES,
+    partitions_def=daily_partitions,
+    group_name=SCORING_GROUP,
+    deps=[TRACE_SIGNALS, QUALITY_MODEL],
+    automation_condition=_EAGER,
+    kinds={"polars", "parquet"},
+    description="trace_signals with p_good (calibrated; the human review outcome where there is "
+    "one), p_good_signals (signals only) and vetoed (explicit negative feedback).",
+)
+def scored_traces(context: dg.AssetExecutionContext, storage: LoopStorage) -> dg.MaterializeResult:
+    day = context.partition_key
+    config = scoring.ScoringConfig.load()
+    model = scoring.QualityModel.from_dict(storage.read_document(QUALITY_MODEL.path[-1]))
+    scored = scoring.score_traces(storage.read_table(TRACE_SIGNALS.path[-1], day), model, config)
+    path = storage.write_table(SCORED_TRACES.path[-1], day, scored)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": scored.height,
+            "path": dg.MetadataValue.path(str(path)),
+            "p_good_by_task_type": dg.MetadataValue.json(scoring.score_distribution(scored)),
+            "vetoed": int(scored.get_column("vetoed").sum()),
+            "calibration": model.method,
+        }
+    )
+
+
+@dg.asset(
+    key=SCORE_THRESHOLDS,
+    group_name=SCORING_GROUP,
+    deps=[SCORED_TRACES],
+    automation_condition=_EAGER,
+    kinds={"mlflow"},
+    description="Per task type, the loosest p_good threshold whose precision against human review "
+    "has a Wilson lower bound at the target; every candidate is an MLflow run.",
+)
+def score_thresholds(
+    context: dg.AssetExecutionContext, storage: LoopStorage, mlflow: MlflowTracking
+) -> dg.MaterializeResult:
+    config = scoring.ScoringConfig.load()
+    model = scoring.QualityModel.from_dict(storage.read_document(QUALITY_MODEL.path[-1]))
+    scored = storage.read_partitions(SCORED_TRACES.path[-1])
+    with tempfile.TemporaryDirectory() as scratch:
+        plot = Path(scratch) / "precision_vs_volume.png"
+        result = sweep_and_log(scored, model, config, mlflow.target(), plot_path=plot, progress=context.log.info)
+        image = base64.b64encode(plot.read_bytes()).decode("ascii")
+    result.pop("plot", None)
+    path = storage.write_document(SCORE_THRESHOLDS.path[-1], result)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(path)),
+            "thresholds": dg.MetadataValue.json(result["thresholds"]),
+            "comparison": dg.MetadataValue.json(result["comparison"] or {}),
+            "calibration": dg.MetadataValue.json(result["calibration"]),
+            "precision_vs_volume": dg.MetadataValue.md(f"![precision vs volume](data:image/png;base64,{image})"),
+            "mlflow_parent_run_id": result["mlflow"]["parent_run_id"],
+            "mlflow_experiment": result["mlflow"]["experiment"],
+            "candidate_runs": result["mlflow"]["candidate_runs"],
+        }
+    )
