@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export DAGSTER_DISABLE_TELEMETRY := true
 
-.PHONY: install test demo dagster-ui bench-ingest clean reset
+.PHONY: install test demo dagster-ui mlflow-ui bench-ingest clean reset
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: install
 
 dagster-ui: install
 	DAGSTER_HOME="$$($(BIN)/loop dagster-home)" $(BIN)/dagster dev -w workspace.yaml
+
+mlflow-ui: install
+	mkdir -p "$(LOOP_HOME)/mlflow"
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(LOOP_HOME)/mlflow/mlflow.db" --host 127.0.0.1 --port 5000
 
 bench-ingest: install
 	$(BIN)/loop bench ingest --rows 1000000

@@ -8,6 +8,8 @@ import dagster as dg
 import fsspec
 import pandera.errors
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from loop_pipeline.core.ingest import SourceFile
 from loop_pipeline.defs.ingest.assets import FEEDBACK_EVENTS, QUARANTINED_RECORDS, RAW_TRACES
@@ -27,9 +29,9 @@ def count_records(source: SourceFile) -> int:
     try:
         with fsspec.open(source.location, "rb") as handle:
             if source.location.lower().endswith(".parquet"):
-                return pl.scan_parquet(handle).select(pl.len()).collect().item()
+                return pq.ParquetFile(handle).metadata.num_rows
             return sum(1 for line in handle if line.strip())
-    except (OSError, pl.exceptions.PolarsError):
+    except (OSError, pa.ArrowException):
         return 1
 
 
