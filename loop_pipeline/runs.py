@@ -132,7 +132,8 @@ def run_demo(
             f"estimated precision {entry['estimated_precision']:.3f} [{low:.3f}, {high:.3f}]"
         )
     for name, row in sorted((scored["comparison"] or {}).items(), key=lambda item: -item[1]["kept"]):
-        say(f"  filter {name:<10} kept {row['kept']:>6}  true error rate {row['true_error_rate']:.4f}")
+        rate = "n/a (keeps nothing)" if row["true_error_rate"] is None else f"{row['true_error_rate']:.4f}"
+        say(f"  filter {name:<10} kept {row['kept']:>6}  true error rate {rate}")
     say(f"open the Dagster UI with `make dagster-ui` (DAGSTER_HOME={home.dagster_home}), MLflow with `make mlflow-ui`")
     return {
         "demo": "ingest+scoring",

@@ -430,8 +430,11 @@ def wilson_interval(successes: int, n: int, confidence: float) -> tuple[float, f
 
 
 def candidate_thresholds(p: np.ndarray, limit: int) -> list[float]:
-    """Distinct score values (the only places where the kept set changes), thinned to ``limit``."""
-    values = np.unique(np.round(p, 6))
+    """Distinct score values (the only places where the kept set changes), thinned to ``limit``.
+
+    Truncated (not rounded) to 6 decimals: a threshold rounded up above its own score would keep
+    none of the traces at that score."""
+    values = np.unique(np.floor(np.asarray(p, dtype=float) * 1e6) / 1e6)
     if len(values) > limit:
         values = np.unique(np.quantile(values, np.linspace(0, 1, limit)))
     return [float(v) for v in values]

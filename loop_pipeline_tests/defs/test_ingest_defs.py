@@ -1,6 +1,7 @@
 """The ingest stage through real Dagster materializations on SQLite and PostgreSQL instances."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -198,18 +199,28 @@ def test_definitions_snapshot_and_light_imports():
         "print(json.dumps({'assets': sorted(k.to_user_string() for k in g.get_all_asset_keys()),"
         " 'checks': sorted(k.to_user_string() for k in g.asset_check_keys),"
         " 'jobs': sorted(j.name for j in defs.jobs), 'sensors': sorted(s.name for s in defs.sensors),"
-        " 'heavy': sorted(m for m in ('torch', 'transformers', 'trl', 'great_expectations') if m in sys.modules)}))\n"
+        " 'heavy': sorted(m for m in ('torch', 'transformers', 'trl', 'great_expectations', 'mlflow', 'sklearn')"
+        " if m in sys.modules)}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded == {
-        "assets": ["feedback_events", "quarantined_records", "raw_traces"],
+        "assets": [
+            "feedback_events",
+            "quality_model",
+            "quarantined_records",
+            "raw_traces",
+            "score_thresholds",
+            "scored_traces",
+            "trace_signals",
+        ],
         "checks": [
             "feedback_events:feedback_events_match_schema",
             "feedback_events:feedback_events_records_accounted",
             "quarantined_records:quarantined_records_match_schema",
             "raw_traces:raw_traces_match_schema",
             "raw_traces:raw_traces_records_accounted",
+            "score_thresholds:score_thresholds_reach_precision_target",
         ],
         "jobs": ["ingest_job"],
         "sensors": ["landing_files_sensor"],
@@ -220,7 +231,11 @@ def test_definitions_snapshot_and_light_imports():
 @pytest.mark.postgres
 def test_shipped_dagster_yaml_runs_on_postgres(tmp_path, postgres_url, monkeypatch):
     monkeypatch.setenv("LOOP_PG_URL", postgres_url)
-    instance = dg.DagsterInstance.from_config(str(REPO_ROOT))
+    # A copy: the instance keeps its compute logs beside its config, which must not be the repo.
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(home))
     try:
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert instance.get_settings("telemetry") == {"enabled": False}

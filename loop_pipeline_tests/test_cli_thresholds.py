@@ -1,0 +1,94 @@
+"""`loop thresholds sweep` on a `loop ingest --out` folder of simulated traffic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from loop_pipeline.cli import app
+from loop_pipeline.core.simulate import SimulationConfig, simulate
+
+runner = CliRunner()
+SIMULATION = {"days": 2, "traces_per_day": 250, "start_date": "2026-11-01", "human_review_rate": 0.3}
+
+
+def last_json_line(stdout: str) -> dict[str, Any]:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert lines, "no output on stdout"
+    return json.loads(lines[-1])
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory) -> Path:
+    """Simulated landing folder, ingested once by `loop ingest PATH --out DIR`."""
+    root = tmp_path_factory.mktemp("cli_thresholds")
+    simulate(SimulationConfig.from_mapping(SIMULATION), root / "landing")
+    result = runner.invoke(app, ["ingest", str(root / "landing"), "--out", str(root / "ingested")])
+    assert result.exit_code == 0, result.output
+    assert (root / "ingested" / "traces").is_dir() and (root / "ingested" / "feedback").is_dir()
+    return root / "ingested"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "loop_home"
+    monkeypatch.setenv("LOOP_HOME", str(home))
+    for name in ("LOOP_LANDING_URL", "LOOP_CONFIG_DIR", "LOOP_MLFLOW_TRACKING_URI", "LOOP_MLFLOW_ARTIFACT_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def test_thresholds_sweep_prints_thresholds_comparison_and_mlflow_runs(ingested, home, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    plot = tmp_path / "plots" / "precision.png"
+    result = runner.invoke(app, ["thresholds", "sweep", "--traces", str(ingested), "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    summary = last_json_line(result.stdout)
+
+    entry = summary["thresholds"]["intent"]
+    assert {"threshold", "kept", "estimated_precision", "precision_interval"} <= set(entry)
+    assert entry["threshold"] is not None and 0 < entry["kept"] <= entry["traces"] == 500
+    low, high = entry["precision_interval"]
+    assert low <= entry["estimated_precision"] <= high and low >= 0.95
+    assert set(summary["comparison"]) == {"none", "acceptance", "fused"}
+    assert summary["comparison"]["none"]["kept"] == 500
+    assert summary["comparison"]["fused"]["kept"] == entry["kept"]
+    assert summary["calibration"]["method"] == "platt"
+    assert summary["orphan_feedback_events"] == 0
+    assert "intent: threshold" in result.stderr and "logged" in result.stderr
+    assert plot.read_bytes().startswith(b"\x89PNG") and summary["plot"] == str(plot)
+
+    logged = summary["mlflow"]
+    assert logged["tracking_uri"] == f"sqlite:///{home.resolve() / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=logged["tracking_uri"])
+    candidates = client.search_runs(
+        [logged["experiment_id"]], "tags.`loop.kind` = 'threshold_candidate'", max_results=1000
+    )
+    assert len(candidates) == logged["candidate_runs"] == summary["candidates"] > 0
+    chosen = [r for r in candidates if r.data.tags["loop.chosen"] == "true"]
+    assert [r.data.params["threshold"] for r in chosen] == [str(round(entry["threshold"], 6))]
+    assert {r.data.tags["mlflow.parentRunId"] for r in candidates} == {logged["parent_run_id"]}
+
+
+def test_thresholds_sweep_without_mlflow_logs_nothing(ingested, home):
+    result = runner.invoke(app, ["thresholds", "sweep", "--traces", str(ingested), "--no-mlflow"])
+    assert result.exit_code == 0, result.output
+    summary = last_json_line(result.stdout)
+    assert "mlflow" not in summary
+    assert summary["thresholds"]["intent"]["threshold"] is not None
+    assert not (home / "mlflow").exists()
+    assert "logged" not in result.stderr
+
+
+def test_thresholds_sweep_on_a_missing_folder_exits_2_with_a_clear_message(home, tmp_path):
+    missing = tmp_path / "not-ingested"
+    result = runner.invoke(app, ["thresholds", "sweep", "--traces", str(missing), "--no-mlflow"])
+    assert result.exit_code == 2
+    assert "error: no trace tables under" in result.stderr
+    assert str(missing) in result.stderr and "loop ingest --out" in result.stderr
+    assert result.stdout.strip() == ""
