@@ -194,6 +194,7 @@ def bench_ingest(
     rows: int = typer.Option(1_000_000, help="Synthetic traces to generate."),
     bad_rate: float = typer.Option(0.0, help="Share of broken lines (truncated, negative, wrong type, bad timestamp)."),
     workdir: Optional[Path] = typer.Option(None, help="Where the generated files go (default: a temporary folder)."),
+    repeat: int = typer.Option(1, help="Runs per phase, each in a fresh process; the fastest counts."),
 ) -> None:
     """Time the ingest path against bare polars.read_ndjson on the same synthetic traces."""
     from loop_pipeline.core.bench import bench_ingest as run_bench
@@ -207,7 +208,9 @@ def bench_ingest(
             workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             _fail(f"--workdir {workdir}: {exc}")
-    result = run_bench(rows=rows, bad_rate=bad_rate, workdir=workdir, progress=_say)
+    if repeat < 1:
+        _fail("--repeat must be at least 1")
+    result = run_bench(rows=rows, bad_rate=bad_rate, workdir=workdir, progress=_say, repeat=repeat)
     _emit(result)
 
 

@@ -209,6 +209,8 @@ def ingest(
     config = config or IngestConfig.load()
     prices = prices or PriceTable.load()
     candidates: dict[str, list[pl.DataFrame]] = {kind: [] for kind in RECORD_KINDS}
+    quarantine_parts: list[pl.DataFrame] = []
+    records_in = {kind: 0 for kind in RECORD_KINDS}
     unreadable: list[dict[str, Any]] = []
     files: list[str] = []
     for source in sources:
@@ -236,25 +238,28 @@ def ingest(
             if progress:
                 progress(f"unreadable: {source.name}: {exc}")
             continue
-        candidates[kind].append(
-            frame.with_columns(pl.lit(source_format).alias("source_format"), pl.lit(source.name).alias("source_file"))
-        )
+        records_in[kind] += frame.height
+        frame = frame.with_columns(pl.lit(source_format).alias("source_format"), pl.lit(source.name).alias("source_file"))
+        failed = pl.col("_reason").is_not_null()
+        quarantine_parts.append(_as_quarantine(frame.filter(failed), kind))
+        # The raw line is only needed for quarantine: dropping it before the copy that filtering
+        # makes keeps peak memory near one copy of the decoded rows.
+        columns = TRACE_COLUMNS if kind == "trace" else FEEDBACK_COLUMNS
+        candidates[kind].append(frame.lazy().filter(~failed).select(columns).collect())
+        del frame
         if progress:
-            progress(f"read {source.name}: {frame.height} {kind} records")
+            progress(f"read {source.name}: {records_in[kind]} {kind} records so far")
 
-    counts = {kind: KindCounts() for kind in RECORD_KINDS}
-    quarantine_parts: list[pl.DataFrame] = []
+    counts = {kind: KindCounts(records_in=records_in[kind]) for kind in RECORD_KINDS}
     if unreadable:
         quarantine_parts.append(pl.DataFrame(unreadable, schema=_quarantine_schema()))
         for row in unreadable:
             counts[row["record_kind"]].records_in += 1
     valid: dict[str, pl.DataFrame] = {}
     for kind in RECORD_KINDS:
-        frame = pl.concat(candidates[kind], how="diagonal_relaxed") if candidates[kind] else None
-        good, quarantined, duplicates = _split(frame, kind)
-        counts[kind].records_in += 0 if frame is None else frame.height
+        good, conflicts, duplicates = _deduplicate(candidates.pop(kind), kind)
         counts[kind].duplicates = duplicates
-        quarantine_parts.append(quarantined)
+        quarantine_parts.append(conflicts)
         valid[kind] = good
 
     traces = prices.fill_costs(valid["trace"]).select(TRACE_COLUMNS)
@@ -294,16 +299,17 @@ def _quarantine_schema() -> dict[str, pl.DataType]:
     }
 
 
-def _split(frame: pl.DataFrame | None, kind: str) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """Valid rows (one per id), quarantined rows, and the number of identical copies collapsed."""
+def _deduplicate(frames: list[pl.DataFrame], kind: str) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Valid rows, one per id; quarantined conflicting copies; and how many identical copies collapsed."""
     columns = TRACE_COLUMNS if kind == "trace" else FEEDBACK_COLUMNS
-    if frame is None or frame.height == 0:
+    if not frames:
         return empty_frame(TraceSchema if kind == "trace" else FeedbackSchema), pl.DataFrame(schema=_quarantine_schema()), 0
+    good = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
     id_column = _ID_COLUMN[kind]
-    failed = frame.filter(pl.col("_reason").is_not_null())
-    good = frame.filter(pl.col("_reason").is_null())
     # Only ids seen more than once need their content compared; hashing every row costs seconds.
     repeated = good.filter(pl.col(id_column).is_duplicated())
+    if repeated.height == 0:
+        return good, pl.DataFrame(schema=_quarantine_schema()), 0
     content = [c for c in columns if c not in _SOURCE_COLUMNS]
     versions = (
         repeated.with_columns(pl.struct(content).hash(seed=0).alias("_content_hash"))
@@ -311,25 +317,23 @@ def _split(frame: pl.DataFrame | None, kind: str) -> tuple[pl.DataFrame, pl.Data
         .agg(pl.len().alias("_copies"), pl.col("_content_hash").n_unique().alias("_versions"))
     )
     conflicting = versions.filter(pl.col("_versions") > 1)
-    conflicts = good.join(conflicting, on=id_column, how="inner", maintain_order="left").with_columns(
+    conflicts = repeated.join(conflicting, on=id_column, how="inner", maintain_order="left").with_columns(
         pl.lit("conflicting_duplicate").alias("_reason"),
         pl.format(
             f"{id_column} appears {{}} times with {{}} different contents; every copy is held back",
             pl.col("_copies"),
             pl.col("_versions"),
         ).alias("_detail"),
+        # The record as it was read, in canonical form (its original line was valid JSON).
+        pl.struct(content).struct.json_encode().alias("raw"),
     )
     kept = good.join(conflicting, on=id_column, how="anti", maintain_order="left")
-    unique = kept.unique(subset=[id_column], keep="first", maintain_order=True) if repeated.height else kept
-    duplicates = kept.height - unique.height
-    quarantined = pl.concat(
-        [_as_quarantine(failed, kind, id_column), _as_quarantine(conflicts, kind, id_column)],
-        how="vertical_relaxed",
-    )
-    return unique.select(columns), quarantined, duplicates
+    unique = kept.unique(subset=[id_column], keep="first", maintain_order=True)
+    return unique, _as_quarantine(conflicts, kind), kept.height - unique.height
 
 
-def _as_quarantine(frame: pl.DataFrame, kind: str, id_column: str) -> pl.DataFrame:
+def _as_quarantine(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
+    id_column = _ID_COLUMN[kind]
     record_id = pl.col(id_column).cast(pl.String) if id_column in frame.columns else pl.lit(None, dtype=pl.String)
     return frame.select(
         pl.lit(kind).alias("record_kind"),
