@@ -22,6 +22,8 @@ app = typer.Typer(
 )
 thresholds_app = typer.Typer(help="Quality-score thresholds per task type, compared in MLflow.", no_args_is_help=True)
 app.add_typer(thresholds_app, name="thresholds")
+datasets_app = typer.Typer(help="Versioned SFT / KTO / DPO / holdout datasets.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
 bench_app = typer.Typer(help="Benchmarks, each timed against a baseline in the same run.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -187,6 +189,39 @@ def thresholds_sweep(
                 f"at estimated precision {entry['estimated_precision']:.4f} [{low:.4f}, {high:.4f}]"
             )
     _emit(result)
+
+
+@datasets_app.command("build")
+def datasets_build(
+    traces: Optional[Path] = typer.Option(
+        None, help="Output folder of `loop ingest` (scored here, thresholds swept in-process). Default: LOOP_HOME's scored tables."
+    ),
+    out: Optional[Path] = typer.Option(None, help="Datasets root (default: $LOOP_HOME/datasets); versions are folders in it."),
+    mlflow: bool = typer.Option(True, help="Log the version to MLflow with the datasets as inputs (--no-mlflow to skip)."),
+) -> None:
+    """Redact, deduplicate and split scored traces into a new (or the same) dataset version."""
+    from loop_pipeline.core.datasets import build_dataset_version
+    from loop_pipeline.core.scoring_run import load_scored
+    from loop_pipeline.core.tracking import TrackingTarget
+    from loop_pipeline.settings import ConfigError, paths
+
+    try:
+        scored, raw, thresholds, days = load_scored(traces, progress=_say)
+        summary = build_dataset_version(
+            scored,
+            raw,
+            thresholds,
+            out or paths().datasets,
+            days,
+            tracking=TrackingTarget.default() if mlflow else None,
+            progress=_say,
+        )
+    except (ConfigError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    _say(f"dataset version {summary['version']} ({'new' if summary['created'] else 'unchanged, reused'})")
+    for name, rows in summary["rows"].items():
+        _say(f"  {name:<8} {rows:>7} rows  {summary['counts'][name]}")
+    _emit(summary)
 
 
 @bench_app.command("ingest")

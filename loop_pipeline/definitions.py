@@ -8,18 +8,20 @@ import dagster as dg
 
 import loop_pipeline  # noqa: F401  (sets the no-telemetry environment first)
 from loop_pipeline.core.tracking import TrackingTarget
-from loop_pipeline.defs import ingest, scoring
+from loop_pipeline.defs import datasets, ingest, scoring
 from loop_pipeline.resources import LoopStorage, MlflowTracking
 from loop_pipeline.settings import landing_url, paths
 
-STAGES = (ingest.defs, scoring.defs)
+STAGES = (ingest.defs, scoring.defs, datasets.defs)
 
 
 def build_resources() -> dict[str, object]:
     """Resources for the current environment (LOOP_HOME, LOOP_LANDING_URL, LOOP_MLFLOW_*)."""
     tracking = TrackingTarget.default()
     return {
-        "storage": LoopStorage(landing_url=landing_url(), warehouse_dir=str(paths().warehouse)),
+        "storage": LoopStorage(
+            landing_url=landing_url(), warehouse_dir=str(paths().warehouse), datasets_dir=str(paths().datasets)
+        ),
         "mlflow": MlflowTracking(tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root),
     }
 

@@ -98,6 +98,49 @@ def materialize_scoring(
     return storage.read_document("score_thresholds")
 
 
+def materialize_datasets(
+    progress: Callable[[str], None] | None = None, instance: dg.DagsterInstance | None = None
+) -> dict[str, Any]:
+    """training_datasets with its blocking expectations. A failing expectation does not raise: it
+    blocks what would train on the version, and the result names it (``blocked_by``)."""
+    from loop_pipeline.definitions import build_defs
+
+    say = progress or (lambda _: None)
+    defs = build_defs()
+    instance = instance or _instance()
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=dg.AssetSelection.assets("training_datasets"),
+        instance=instance,
+        resources=defs.resources,
+        run_config=_QUIET,
+        raise_on_error=False,
+    )
+    materialized = result.asset_materializations_for_node("training_datasets")
+    if not materialized:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        message = failure.step_failure_data.error.message if failure else "see the run's event log"
+        raise RuntimeError(f"training_datasets failed (run {result.run_id}): {message}")
+    metadata = materialized[0].metadata
+    evaluations = result.get_asset_check_evaluations()
+    blocked = {e.check_name: e.description for e in evaluations if not e.passed}
+    say(
+        f"training_datasets {metadata['version'].value}: "
+        + ("expectations ok" if not blocked else f"BLOCKED by {', '.join(sorted(blocked))}")
+    )
+    for name, why in sorted(blocked.items()):
+        say(f"  {name}: {why}")
+    return {
+        "version": metadata["version"].value,
+        "new_version": metadata["new_version"].value,
+        "rows": metadata["rows"].value,
+        "rows_by_task_type": metadata["rows_by_task_type"].value,
+        "redacted": metadata["redacted"].value,
+        "checks": {e.check_name: e.passed for e in evaluations},
+        "blocked_by": blocked,
+    }
+
+
 def run_demo(
     days: int = 7, traces_per_day: int = 1000, seed: int = 0, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
@@ -109,9 +152,9 @@ def run_demo(
     home = paths()
     say(f"LOOP_HOME={home.home}")
     config = SimulationConfig.from_config({"days": days, "traces_per_day": traces_per_day, "seed": seed})
-    say(f"[1/3] simulating {days} days x {traces_per_day} CLINC150 calls into {home.landing}")
+    say(f"[1/4] simulating {days} days x {traces_per_day} CLINC150 calls into {home.landing}")
     simulation = simulate(config, home.landing, progress=say)
-    say("[2/3] ingesting every landing day through Dagster (ingest_job, blocking checks)")
+    say("[2/4] ingesting every landing day through Dagster (ingest_job, blocking checks)")
     partitions = materialize_ingest(progress=say)
     totals = {
         key: sum(p[key] for p in partitions) for key in ("records_in", "valid", "duplicates", "quarantined")
@@ -120,7 +163,7 @@ def run_demo(
         f"ingested {totals['records_in']} records: {totals['valid']} valid, "
         f"{totals['duplicates']} duplicates, {totals['quarantined']} quarantined"
     )
-    say("[3/3] scoring: signals, calibrated p_good, thresholds per task type (MLflow runs)")
+    say("[3/4] scoring: signals, calibrated p_good, thresholds per task type (MLflow runs)")
     scored = materialize_scoring(partitions=None, progress=say)
     for task_type, entry in scored["thresholds"].items():
         if entry["threshold"] is None:
@@ -134,9 +177,13 @@ def run_demo(
     for name, row in sorted((scored["comparison"] or {}).items(), key=lambda item: -item[1]["kept"]):
         rate = "n/a (keeps nothing)" if row["true_error_rate"] is None else f"{row['true_error_rate']:.4f}"
         say(f"  filter {name:<10} kept {row['kept']:>6}  true error rate {rate}")
+    say("[4/4] datasets: redact, deduplicate, split (frozen holdout), version, expectations")
+    built = materialize_datasets(progress=say)
+    for name, rows in built["rows"].items():
+        say(f"  {name:<8} {rows:>6} rows")
     say(f"open the Dagster UI with `make dagster-ui` (DAGSTER_HOME={home.dagster_home}), MLflow with `make mlflow-ui`")
     return {
-        "demo": "ingest+scoring",
+        "demo": "ingest+scoring+datasets",
         "loop_home": str(home.home),
         "simulation": simulation.to_dict(),
         "ingest": totals,
@@ -144,6 +191,7 @@ def run_demo(
         "comparison": scored["comparison"],
         "calibration": {k: scored["calibration"].get(k) for k in ("method", "n_reviewed", "brier_held_out", "ece_held_out")},
         "mlflow": scored["mlflow"],
+        "datasets": {k: built[k] for k in ("version", "new_version", "rows", "rows_by_task_type", "blocked_by")},
         "partitions": [
             {
                 **{k: p[k] for k in ("partition", "records_in", "valid", "duplicates", "quarantined")},

@@ -30,11 +30,18 @@ def test_demo_simulates_and_ingests_every_landing_day(loop_home):
 
 
 def test_rerunning_the_demo_rewrites_identical_tables(loop_home):
-    run_demo(days=1, traces_per_day=40, seed=1)
+    first = run_demo(days=1, traces_per_day=40, seed=1)
     tables = sorted((loop_home / "warehouse").rglob("*.parquet"))
     before = {p: p.read_bytes() for p in tables}
-    run_demo(days=1, traces_per_day=40, seed=1)
+    second = run_demo(days=1, traces_per_day=40, seed=1)
     assert {p: p.read_bytes() for p in sorted((loop_home / "warehouse").rglob("*.parquet"))} == before
+    # Same inputs, same dataset version, reused rather than rewritten.
+    assert second["datasets"]["version"] == first["datasets"]["version"]
+    assert first["datasets"]["new_version"] is True and second["datasets"]["new_version"] is False
+    versions = [p.name for p in (loop_home / "datasets").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert versions == [first["datasets"]["version"]]
+    # 40 traces cannot fill a task with 20 reviewed-and-kept sft rows: the gate says so.
+    assert "training_datasets_have_min_rows_per_task" in first["datasets"]["blocked_by"]
 
 
 def test_materialize_without_landing_data_says_what_to_do(loop_home):

@@ -246,7 +246,8 @@ def trace_signals(
         heuristic_failures(traces, tasks, config).alias("heuristic"),
         _edit_similarity(frame).alias("edit_similarity"),
     ).with_columns(pl.col("heuristic").is_not_null().alias("heuristic_failed"))
-    return frame.drop("_review_value", "edited_output")
+    # The user's last edit stays: it is the example's target (and DPO's chosen answer) downstream.
+    return frame.drop("_review_value").rename({"edited_output": "user_edit"})
 
 
 def _edit_similarity(frame: pl.DataFrame) -> pl.Series:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -10,6 +11,7 @@ import polars as pl
 from loop_pipeline.core import scoring
 from loop_pipeline.core.thresholds import sweep_and_log
 from loop_pipeline.core.tracking import TrackingTarget
+from loop_pipeline.schemas import FeedbackSchema, empty_frame
 from loop_pipeline.settings import paths
 
 
@@ -29,8 +31,6 @@ def load_traces_and_feedback(folder: Path | None = None) -> tuple[pl.DataFrame, 
     if feedback_files:
         feedback = pl.concat([pl.read_parquet(p) for p in feedback_files], how="vertical")
     else:
-        from loop_pipeline.schemas import FeedbackSchema, empty_frame
-
         feedback = empty_frame(FeedbackSchema)
     # The same trace can land on two days; its score must not count it twice.
     return traces.unique("trace_id", keep="first", maintain_order=True), feedback
@@ -53,3 +53,33 @@ def run_sweep(
     result = sweep_and_log(scored, model, config, tracking, plot_path=plot_path, progress=say)
     result["orphan_feedback_events"] = scoring.orphan_feedback(traces, feedback).height
     return result
+
+
+def load_scored(
+    folder: Path | None = None, progress: Callable[[str], None] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, float | None], list[str]]:
+    """Scored traces, raw traces, thresholds per task and source days.
+
+    From a `loop ingest --out` folder: scored and swept here (no MLflow). Default: LOOP_HOME's
+    scored_traces and score_thresholds (materialized by `loop demo` or the Dagster assets).
+    """
+    if folder is not None:
+        traces, feedback = load_traces_and_feedback(folder)
+        config = scoring.ScoringConfig.load()
+        signals = scoring.trace_signals(traces, feedback, config=config)
+        scored = scoring.score_traces(signals, scoring.fit_quality_model(signals, config), config)
+        thresholds = scoring.chosen_thresholds(scoring.sweep_thresholds(scored, config))
+        days = sorted(p.name.removeprefix("date=") for p in (Path(folder) / "traces").iterdir() if p.is_dir())
+        return scored, traces, thresholds, days
+    warehouse = paths().warehouse
+    scored_files = sorted((warehouse / "scored_traces").glob("*.parquet"))
+    thresholds_file = warehouse / "score_thresholds.json"
+    if not scored_files or not thresholds_file.is_file():
+        raise FileNotFoundError(
+            f"no scored traces / thresholds under {warehouse}: run `loop demo` (or materialize the scoring assets), "
+            "or pass --traces DIR"
+        )
+    scored = pl.concat([pl.read_parquet(p) for p in scored_files])
+    raw = pl.concat([pl.read_parquet(p) for p in sorted((warehouse / "raw_traces").glob("*.parquet"))])
+    thresholds = {k: v["threshold"] for k, v in json.loads(thresholds_file.read_text())["thresholds"].items()}
+    return scored, raw.unique("trace_id", keep="first", maintain_order=True), thresholds, [p.stem for p in scored_files]

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import re
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 import fsspec
@@ -41,6 +42,12 @@ class LoopStorage(dg.ConfigurableResource):
 
     landing_url: str
     warehouse_dir: str
+    # Versioned datasets; default: `datasets` beside the warehouse (both under LOOP_HOME).
+    datasets_dir: Optional[str] = None
+
+    @property
+    def datasets_root(self) -> Path:
+        return Path(self.datasets_dir) if self.datasets_dir else Path(self.warehouse_dir).parent / "datasets"
 
     def _landing_files(self, day: str | None = None) -> list[tuple[str, str, str, dict]]:
         """(day, record kind, path relative to the landing root, fsspec info) of each landing file."""

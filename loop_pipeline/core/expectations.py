@@ -1,0 +1,183 @@
+"""Data-quality expectations on a dataset version, run with Great Expectations.
+
+Each suite returns an :class:`Outcome`; the Dagster asset checks on ``training_datasets`` turn them
+into blocking check results. great_expectations is imported here only, inside the functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import polars as pl
+
+from loop_pipeline.core import dedup, redaction
+from loop_pipeline.core.datasets import DatasetConfig
+from loop_pipeline.core.scoring import TaskSpec
+
+
+@dataclass
+class Outcome:
+    passed: bool
+    description: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class _Validator:
+    """One ephemeral GX context; each frame becomes a whole-dataframe batch of a pandas asset."""
+
+    def __init__(self) -> None:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self.source = self.context.data_sources.add_pandas("loop_datasets")
+        self._assets = 0
+
+    def validate(self, frame: pl.DataFrame, expectation, index_column: str | None = None):
+        self._assets += 1
+        asset = self.source.add_dataframe_asset(f"frame_{self._assets}")
+        batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
+            batch_parameters={"dataframe": frame.to_pandas()}
+        )
+        result_format: dict[str, Any] = {"result_format": "COMPLETE"}
+        if index_column:
+            result_format["unexpected_index_column_names"] = [index_column]
+        return batch.validate(expectation, result_format=result_format)
+
+
+def _unexpected(result, limit: int = 20) -> list:
+    found = result.result.get("unexpected_index_list") or result.result.get("partial_unexpected_list") or []
+    return [dict(x) if isinstance(x, Mapping) else x for x in found[:limit]]
+
+
+def min_rows_per_task(datasets: Mapping[str, pl.DataFrame], config: DatasetConfig, validator: _Validator | None = None) -> Outcome:
+    validator = validator or _Validator()
+    counts = datasets["sft"].group_by("task_type").len("rows").sort("task_type")
+    if counts.height == 0:
+        return Outcome(False, "the sft dataset is empty", {"rows_by_task": {}})
+    result = validator.validate(
+        counts, validator.gx.expectations.ExpectColumnValuesToBeBetween(column="rows", min_value=config.min_rows_per_task), "task_type"
+    )
+    rows = {t: int(n) for t, n in counts.iter_rows()}
+    return Outcome(
+        bool(result.success),
+        f"every task type has >= {config.min_rows_per_task} sft rows" if result.success else f"task types below {config.min_rows_per_task} sft rows: {[r['task_type'] for r in _unexpected(result)]}",
+        {"rows_by_task": rows},
+    )
+
+
+def _text_rows(datasets: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
+    """Every text field of every dataset as (dataset, trace_id, text) rows."""
+    parts = []
+    for name, frame in datasets.items():
+        for column, dtype in frame.schema.items():
+            if column in ("trace_id", "task_type", "group_key", "target_source", "reference_source"):
+                continue
+            if dtype == pl.String:
+                text = frame.select(pl.lit(name).alias("dataset"), "trace_id", pl.col(column).alias("text"))
+            elif isinstance(dtype, pl.List):
+                text = frame.select(
+                    pl.lit(name).alias("dataset"),
+                    "trace_id",
+                    pl.col(column).list.eval(pl.element().struct.field("content")).list.join("\n").alias("text"),
+                )
+            else:
+                continue
+            parts.append(text.filter(pl.col("text").is_not_null()))
+    return pl.concat(parts) if parts else pl.DataFrame(schema={"dataset": pl.String, "trace_id": pl.String, "text": pl.String})
+
+
+def no_sensitive_text(
+    datasets: Mapping[str, pl.DataFrame], redaction_config: redaction.RedactionConfig, validator: _Validator | None = None
+) -> Outcome:
+    validator = validator or _Validator()
+    rows = _text_rows(datasets).with_columns(redaction.find_sensitive_expr(pl.col("text"), redaction_config).alias("sensitive"))
+    result = validator.validate(
+        rows.select("trace_id", "dataset", "sensitive"),
+        validator.gx.expectations.ExpectColumnValuesToBeInSet(column="sensitive", value_set=[False]),
+        "trace_id",
+    )
+    count = int(result.result.get("unexpected_count") or 0)
+    return Outcome(
+        bool(result.success),
+        "no PII or secret pattern in any text field" if result.success else f"{count} text fields still match a PII / secret pattern",
+        {"texts_checked": rows.height, "sensitive": count, "examples": _unexpected(result)},
+    )
+
+
+def holdout_disjoint(
+    datasets: Mapping[str, pl.DataFrame], dedup_config: dedup.DedupConfig, validator: _Validator | None = None
+) -> Outcome:
+    validator = validator or _Validator()
+
+    def prompts(frame: pl.DataFrame, column: str) -> pl.DataFrame:
+        last_user = pl.col(column).list.eval(
+            pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
+        ).list.last()
+        return frame.select("trace_id", last_user.fill_null("").alias("prompt_text")).unique("trace_id", keep="first", maintain_order=True)
+
+    train = pl.concat(
+        [prompts(datasets["sft"], "messages"), prompts(datasets["kto"], "prompt"), prompts(datasets["dpo"], "prompt")]
+    ).unique("trace_id", keep="first", maintain_order=True)
+    holdout = prompts(datasets["holdout"], "prompt")
+    leaks = dedup.overlapping_ids(train, holdout, "trace_id", "prompt_text", dedup_config)
+    result = validator.validate(leaks.select("trace_id"), validator.gx.expectations.ExpectTableRowCountToEqual(value=0))
+    return Outcome(
+        bool(result.success),
+        "no train prompt is an exact or near duplicate of a holdout prompt" if result.success else f"{leaks.height} train prompts overlap the holdout",
+        {"train_prompts": train.height, "holdout_prompts": holdout.height, "overlapping": leaks.get_column("trace_id").head(20).to_list()},
+    )
+
+
+def label_shares_within_bounds(
+    datasets: Mapping[str, pl.DataFrame], tasks: Mapping[str, TaskSpec], config: DatasetConfig, validator: _Validator | None = None
+) -> Outcome:
+    validator = validator or _Validator()
+    classification = [name for name, spec in tasks.items() if spec.kind == "classification"]
+    target = pl.col("messages").list.last().struct.field("content")
+    shares = (
+        datasets["sft"]
+        .filter(pl.col("task_type").is_in(classification))
+        .group_by("task_type", target.alias("label"))
+        .len("rows")
+        .with_columns((pl.col("rows") / pl.col("rows").sum().over("task_type")).alias("share"))
+        .with_columns(pl.concat_str("task_type", pl.lit("/"), "label").alias("task_label"))
+        .sort("share", descending=True)
+    )
+    if shares.height == 0:
+        return Outcome(True, "no classification rows to check", {})
+    result = validator.validate(
+        shares.select("task_label", "share"),
+        validator.gx.expectations.ExpectColumnValuesToBeBetween(column="share", max_value=config.max_label_share),
+        "task_label",
+    )
+    top = {r["task_label"]: round(r["share"], 4) for r in shares.head(5).iter_rows(named=True)}
+    return Outcome(
+        bool(result.success),
+        f"no label above {config.max_label_share:.0%} of its task's sft rows" if result.success else f"labels above {config.max_label_share:.0%}: {[r['task_label'] for r in _unexpected(result)]}",
+        {"top_shares": top},
+    )
+
+
+def no_empty_targets(datasets: Mapping[str, pl.DataFrame], validator: _Validator | None = None) -> Outcome:
+    validator = validator or _Validator()
+    targets = pl.concat(
+        [
+            datasets["sft"].select("trace_id", pl.col("messages").list.last().struct.field("content").alias("target")),
+            datasets["holdout"].select("trace_id", pl.col("reference").alias("target")),
+        ]
+    ).with_columns(pl.col("target").fill_null("").str.strip_chars().str.len_chars().alias("length"))
+    result = validator.validate(
+        targets.select("trace_id", "length"),
+        validator.gx.expectations.ExpectColumnValuesToBeBetween(column="length", min_value=1),
+        "trace_id",
+    )
+    count = int(result.result.get("unexpected_count") or 0)
+    return Outcome(
+        bool(result.success),
+        "every sft target and holdout reference is non-empty" if result.success else f"{count} empty targets",
+        {"targets": targets.height, "empty": count, "examples": _unexpected(result)},
+    )
