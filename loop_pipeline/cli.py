@@ -249,6 +249,22 @@ def bench_ingest(
     _emit(result)
 
 
+@bench_app.command("datasets")
+def bench_datasets(
+    rows: int = typer.Option(1_000_000, help="Synthetic scored traces to generate."),
+    workdir: Optional[Path] = typer.Option(None, help="Where the generated tables go (default: a temporary folder)."),
+    repeat: int = typer.Option(1, help="Runs per phase, each in a fresh process; the fastest counts."),
+) -> None:
+    """Time redaction + dedup + split + dataset shaping against a bare read of the scored table."""
+    from loop_pipeline.core.bench import bench_datasets as run_bench
+
+    if rows < 1 or repeat < 1:
+        _fail("--rows and --repeat must be at least 1")
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+    _emit(run_bench(rows=rows, workdir=workdir, progress=_say, repeat=repeat))
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

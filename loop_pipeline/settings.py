@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -87,6 +87,13 @@ def _load_yaml_cached(path: str, mtime_ns: int) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
     return loaded
+
+
+def reject_unknown_keys(section: str, raw: Mapping[str, Any], known: Iterable[str]) -> None:
+    """Raise a ConfigError naming the keys of ``raw`` that ``section`` does not know."""
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"{section}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
 
 
 def load_config(name: str) -> dict[str, Any]:

@@ -30,8 +30,9 @@ _LABELS = ["balance", "transfer", "card_declined", "routing", "freeze_account", 
            "credit_limit_change", "pay_bill", "bill_due", "interest_rate", "order_checks", "report_fraud"]
 
 
-def synthetic_trace_lines(rows: int, bad_rate: float, seed: int = 0) -> pl.Series:
-    """``rows`` native trace lines; every ``1/bad_rate``-th one broken in one of four ways."""
+def synthetic_trace_lines(rows: int, bad_rate: float, seed: int = 0, pii_every: int = 0) -> pl.Series:
+    """``rows`` native trace lines; every ``1/bad_rate``-th one broken in one of four ways, and
+    every ``pii_every``-th user message carrying an email, a card number and an API key."""
     index = pl.int_range(0, rows, dtype=pl.Int64, eager=True).alias("i")
     frame = pl.DataFrame(index)
     mix = (pl.col("i") * 2654435761 + seed) % 1_000_003
@@ -39,6 +40,13 @@ def synthetic_trace_lines(rows: int, bad_rate: float, seed: int = 0) -> pl.Serie
     user_text = pl.concat_str(
         [pl.lit("hi,"), *[pl.lit(" ") + _pick(words, (mix // (k + 1)) % len(words)) for k in range(14)]]
     )
+    if pii_every > 0:
+        pii = pl.format(
+            " - reach me at customer{}@example.com, card 4111 1111 1111 1111, key sk-proj-{}Ab3xYz9QpLm7RtUv2",
+            pl.col("i"),
+            pl.col("i"),
+        )
+        user_text = pl.when(pl.col("i") % pii_every == 0).then(user_text + pii).otherwise(user_text)
     label = _pick(pl.Series(_LABELS), mix % len(_LABELS))
     start = pl.datetime(2026, 11, 1, time_zone="UTC")
     frame = frame.select(
@@ -116,6 +124,74 @@ def _phase_ingest(path: str) -> dict[str, Any]:
     return {"seconds": seconds, "rows": result.traces.height, "summary": result.summary()}
 
 
+def _phase_generate_scored(folder: str, rows: str) -> dict[str, Any]:
+    """Scored traces for the datasets benchmark: synthetic traces with PII, ingested, given
+    vectorized synthetic feedback (accept / edit / reject / hallucination / review), scored."""
+    from loop_pipeline.core import scoring
+    from loop_pipeline.core.ingest import discover, ingest
+
+    start = time.perf_counter()
+    root = Path(folder)
+    lines_path = root / "traces.jsonl"
+    write_lines(synthetic_trace_lines(int(rows), 0.0, pii_every=50), lines_path)
+    traces = ingest(discover([str(lines_path)], record_kind="trace")).traces
+    lines_path.unlink()
+    roll = (pl.col("trace_id").hash(seed=3) % 1000).cast(pl.Int64)
+    kind = (
+        pl.when(roll < 700).then(pl.lit("accepted")).when(roll < 720).then(pl.lit("edited"))
+        .when(roll < 750).then(pl.lit("rejected")).when(roll < 760).then(pl.lit("hallucination"))
+        .when(roll < 780).then(pl.lit("human_label")).otherwise(pl.lit(None, dtype=pl.String))
+    )
+    events = traces.select("trace_id", "timestamp", "output", kind.alias("kind"), roll.alias("roll")).filter(
+        pl.col("kind").is_not_null()
+    )
+    feedback = events.select(
+        pl.format("fb-{}", pl.col("trace_id")).alias("feedback_id"),
+        "trace_id",
+        (pl.col("timestamp") + pl.duration(minutes=2)).alias("timestamp"),
+        "kind",
+        pl.when(pl.col("kind") == "human_label").then((pl.col("roll") % 2).cast(pl.Float64)).alias("value"),
+        pl.when(pl.col("kind") == "human_label").then(pl.col("output")).alias("label"),
+        pl.when(pl.col("kind") == "edited").then(pl.lit("balance")).alias("edited_output"),
+        pl.when(pl.col("kind") == "human_label").then(pl.lit("human_reviewer")).otherwise(pl.lit("user")).alias("source"),
+        pl.lit(None, dtype=pl.String).alias("annotator_id"),
+        pl.lit("bench").alias("source_format"),
+        pl.lit("bench").alias("source_file"),
+        pl.lit(1, dtype=pl.Int64).alias("source_record"),
+    )
+    config = scoring.ScoringConfig.load()
+    signals = scoring.trace_signals(traces, feedback, config=config)
+    scored = scoring.score_traces(signals, scoring.fit_quality_model(signals, config), config)
+    scored.write_parquet(root / "scored.parquet")
+    traces.write_parquet(root / "traces.parquet")
+    return {"seconds": time.perf_counter() - start, "rows": scored.height}
+
+
+def _phase_baseline_scored(folder: str) -> dict[str, Any]:
+    start = time.perf_counter()
+    scored = pl.read_parquet(Path(folder) / "scored.parquet")
+    traces = pl.read_parquet(Path(folder) / "traces.parquet")
+    return {"seconds": time.perf_counter() - start, "rows": scored.height + 0 * traces.height}
+
+
+def _phase_datasets(folder: str) -> dict[str, Any]:
+    from loop_pipeline.core.datasets import build_datasets, curate_examples
+
+    start = time.perf_counter()
+    scored = pl.read_parquet(Path(folder) / "scored.parquet")
+    traces = pl.read_parquet(Path(folder) / "traces.parquet")
+    curation = curate_examples(scored, traces, {"intent": 0.5})
+    datasets = build_datasets(curation.examples)
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "rows": scored.height,
+        "datasets": {name: frame.height for name, frame in datasets.items()},
+        "redacted": curation.stats["redacted"],
+        "dedup": {k: v for k, v in curation.stats.items() if k.startswith("dedup_") or k.startswith("train_excluded")},
+    }
+
+
 def _phase_generate(path: str, rows: str, bad_rate: str) -> dict[str, Any]:
     start = time.perf_counter()
     write_lines(synthetic_trace_lines(int(rows), float(bad_rate)), Path(path))
@@ -124,6 +200,9 @@ def _phase_generate(path: str, rows: str, bad_rate: str) -> dict[str, Any]:
 
 PHASES: dict[str, Callable[..., dict[str, Any]]] = {
     "generate": _phase_generate,
+    "generate_scored": _phase_generate_scored,
+    "baseline_scored": _phase_baseline_scored,
+    "datasets": _phase_datasets,
     "baseline": _phase_baseline,
     "ingest": _phase_ingest,
 }
@@ -212,4 +291,36 @@ def bench_ingest(
         "valid": summary["valid"],
         "quarantined": summary["quarantined"],
         "quarantined_by_reason": summary["quarantined_by_reason"],
+    }
+
+
+def bench_datasets(
+    rows: int, workdir: Path | None = None, progress: Callable[[str], None] | None = None, repeat: int = 1
+) -> dict[str, Any]:
+    """Bare read of a scored table vs redaction + dedup + split + dataset shaping on it."""
+    say = progress or (lambda _: None)
+    with tempfile.TemporaryDirectory(dir=workdir) as folder:
+        say(f"generating and scoring {rows:,} synthetic traces (not timed) ...")
+        run_phase("generate_scored", Path(folder), rows)
+        say("timing polars.read_parquet of the scored table and its traces (baseline) ...")
+        baseline = _best_of("baseline_scored", Path(folder), repeat)
+        say(f"  baseline: {baseline['seconds']:.2f} s, peak RSS {baseline['peak_rss_mb']:,.0f} MB")
+        say("timing read + redaction + dedup + split + sft/kto/dpo/holdout ...")
+        built = _best_of("datasets", Path(folder), repeat)
+        say(f"  datasets: {built['seconds']:.2f} s, peak RSS {built['peak_rss_mb']:,.0f} MB")
+    ratio = built["seconds"] / baseline["seconds"]
+    say(f"ratio datasets / baseline: {ratio:.1f}x, {rows / built['seconds']:,.0f} rows/s")
+    return {
+        "benchmark": "datasets",
+        "rows": rows,
+        "baseline_s": round(baseline["seconds"], 3),
+        "datasets_s": round(built["seconds"], 3),
+        "ratio": round(ratio, 3),
+        "rows_per_s": round(rows / built["seconds"], 1),
+        "peak_rss_mb": round(built["peak_rss_mb"], 1),
+        "baseline_peak_rss_mb": round(baseline["peak_rss_mb"], 1),
+        "repeat": max(repeat, 1),
+        "datasets": built["datasets"],
+        "redacted": built["redacted"],
+        "dedup": built["dedup"],
     }

@@ -23,7 +23,7 @@ from loop_pipeline.core import dedup, redaction
 from loop_pipeline.core.scoring import keep_mask
 from loop_pipeline.core.storage import write_parquet_atomic
 from loop_pipeline.schemas.traces import MESSAGES_DTYPE
-from loop_pipeline.settings import ConfigError, load_config
+from loop_pipeline.settings import ConfigError, load_config, reject_unknown_keys
 
 DATASET_NAMES = ("sft", "kto", "dpo", "holdout")
 GROUP_KEYS = ("user_id", "session_id", "prompt")
@@ -43,10 +43,7 @@ class DatasetConfig:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> "DatasetConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(f"datasets: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        reject_unknown_keys("datasets", raw, cls.__dataclass_fields__)
         config = cls(**raw)
         if config.group_by not in GROUP_KEYS:
             raise ConfigError(f"datasets.group_by: one of {GROUP_KEYS}, got {config.group_by!r}")
@@ -82,11 +79,21 @@ def _assistant(text: pl.Expr) -> pl.Expr:
     return pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), text.alias("content"))).cast(MESSAGES_DTYPE)
 
 
-def _group_key(config: DatasetConfig) -> pl.Expr:
+def _pseudonyms(ids: pl.Series) -> pl.Series:
+    """sha256 (first 16 hex digits) of each id: a user or session id can be an email address or a
+    phone number, and group keys are written to the holdout and the stored assignment. hashlib, not
+    polars' hash: stored keys must match across processes and library versions."""
+    distinct = ids.drop_nulls().unique().to_list()
+    digests = [hashlib.sha256(value.encode("utf-8")).hexdigest()[:16] for value in distinct]
+    return ids.replace_strict(dict(zip(distinct, digests)), default=None, return_dtype=pl.String)
+
+
+def _group_key(frame: pl.DataFrame, config: DatasetConfig) -> pl.Expr:
     prompt_key = pl.lit("prompt:") + dedup.normalize_text(pl.col("prompt_text"))
     if config.group_by == "prompt":
         return prompt_key
-    return pl.when(pl.col(config.group_by).is_not_null()).then(pl.lit(f"{config.group_by}:") + pl.col(config.group_by)).otherwise(prompt_key)
+    pseudonym = pl.lit(_pseudonyms(frame.get_column(config.group_by)))
+    return pl.when(pseudonym.is_not_null()).then(pl.lit(f"{config.group_by}:") + pseudonym).otherwise(prompt_key)
 
 
 def _hash_split(keys: pl.Series, fraction: float) -> pl.Series:
@@ -120,9 +127,11 @@ def curate_examples(
     config = config or DatasetConfig.load()
     redaction_config = redaction_config or redaction.RedactionConfig.load()
     dedup_config = dedup_config or dedup.DedupConfig.load()
+    # Sorted: the join's row order is unspecified, and deduplication breaks score ties by row order,
+    # so without it the same traces could give another version.
     frame = scored.join(
         traces.select("trace_id", "messages", "session_id", "prompt_version"), on="trace_id", how="inner"
-    )
+    ).sort("trace_id")
     review_bad = pl.col("review_good").eq(False).fill_null(False)
     use_review = review_bad & pl.col("review_label").is_not_null() & pl.lit(config.include_review_labels)
     use_edit = pl.col("edited") & pl.col("user_edit").is_not_null() & pl.lit(config.include_edits)
@@ -146,7 +155,7 @@ def curate_examples(
     )
     say(f"redacted: {sum(redacted.values())} replacements {redacted}")
     frame = frame.with_columns(_last_user_message(pl.col("messages")).alias("prompt_text"))
-    frame = frame.with_columns(_group_key(config).alias("group_key"))
+    frame = frame.with_columns(_group_key(frame, config).alias("group_key"))
     assignments = assign_groups(frame.get_column("group_key"), previous_assignments, config.holdout_fraction)
     frame = frame.join(assignments, on="group_key", how="left", maintain_order="left")
 

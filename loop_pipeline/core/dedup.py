@@ -53,7 +53,7 @@ import polars as pl
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from loop_pipeline.settings import ConfigError, load_config
+from loop_pipeline.settings import ConfigError, load_config, reject_unknown_keys
 
 SHINGLE_KINDS = ("word", "char")
 
@@ -90,10 +90,7 @@ class DedupConfig:
             return cls()
         if not isinstance(raw, Mapping):
             raise ConfigError(f"dedup: expected a mapping, got {type(raw).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(f"dedup: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        reject_unknown_keys("dedup", raw, (f.name for f in fields(cls)))
         values = dict(raw)
         if "jaccard_threshold" in values and isinstance(values["jaccard_threshold"], int) and not isinstance(
             values["jaccard_threshold"], bool

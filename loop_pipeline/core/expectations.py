@@ -48,9 +48,14 @@ class _Validator:
         return batch.validate(expectation, result_format=result_format)
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars (GX reports pandas values) as Python ones: check metadata must be JSON."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
 def _unexpected(result, limit: int = 20) -> list:
     found = result.result.get("unexpected_index_list") or result.result.get("partial_unexpected_list") or []
-    return [dict(x) if isinstance(x, Mapping) else x for x in found[:limit]]
+    return [{k: _plain(v) for k, v in x.items()} if isinstance(x, Mapping) else _plain(x) for x in found[:limit]]
 
 
 def min_rows_per_task(datasets: Mapping[str, pl.DataFrame], config: DatasetConfig, validator: _Validator | None = None) -> Outcome:

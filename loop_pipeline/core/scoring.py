@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 import polars as pl
 
-from loop_pipeline.settings import ConfigError, load_config
+from loop_pipeline.settings import ConfigError, load_config, reject_unknown_keys
 
 SIGNALS = (
     "accepted",
@@ -66,10 +66,7 @@ class ScoringConfig:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any]) -> "ScoringConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(f"scoring: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        reject_unknown_keys("scoring", raw, cls.__dataclass_fields__)
         values = dict(raw)
         weights = dict(values.get("weights") or {})
         missing = set(SIGNALS) - set(weights)

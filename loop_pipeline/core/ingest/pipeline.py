@@ -25,7 +25,7 @@ from loop_pipeline.schemas import empty_frame
 from loop_pipeline.schemas.feedback import FEEDBACK_COLUMNS, FeedbackSchema
 from loop_pipeline.schemas.quarantine import QUARANTINE_COLUMNS, QuarantineSchema
 from loop_pipeline.schemas.traces import TRACE_COLUMNS, TraceSchema
-from loop_pipeline.settings import ConfigError, load_config
+from loop_pipeline.settings import ConfigError, load_config, reject_unknown_keys
 
 RECORD_KINDS = ("trace", "feedback")
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -46,9 +46,7 @@ class IngestConfig:
     @classmethod
     def load(cls) -> "IngestConfig":
         raw = load_config("ingest")
-        unknown = set(raw) - {"max_record_bytes", "decode_slice_rows"}
-        if unknown:
-            raise ConfigError(f"ingest.yaml: unknown key(s) {sorted(unknown)}")
+        reject_unknown_keys("ingest", raw, cls.__dataclass_fields__)
         config = cls(**raw)
         for name in ("max_record_bytes", "decode_slice_rows"):
             value = getattr(config, name)

@@ -1,0 +1,242 @@
+"""The datasets stage through real Dagster runs: training_datasets with its blocking expectation
+checks, and an asset downstream of it that only runs on a version whose expectations pass."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from loop_pipeline.core.simulate import SimulationConfig, simulate
+from loop_pipeline.schemas.traces import MESSAGES_DTYPE
+from loop_pipeline.defs.datasets.assets import TRAINING_DATASETS
+from loop_pipeline.resources import LoopStorage
+from loop_pipeline.runs import materialize_datasets, materialize_ingest, materialize_scoring
+from loop_pipeline.settings import REPO_ROOT, paths
+
+SIMULATION = {"days": 2, "traces_per_day": 600, "start_date": "2026-11-01", "human_review_rate": 0.3}
+CHECKS = {
+    "training_datasets_have_min_rows_per_task",
+    "training_datasets_have_no_sensitive_text",
+    "training_datasets_holdout_disjoint_from_train",
+    "training_datasets_label_shares_within_bounds",
+    "training_datasets_have_no_empty_targets",
+}
+DOWNSTREAM = "fine_tune_on_datasets"
+
+
+@dg.asset(name=DOWNSTREAM, deps=[TRAINING_DATASETS])
+def fine_tune_on_datasets(storage: LoopStorage) -> dg.MaterializeResult:
+    """Stands in for training: it reads the latest version."""
+    version = (storage.datasets_root / "LATEST").read_text(encoding="utf-8").strip()
+    return dg.MaterializeResult(metadata={"trained_on": version})
+
+
+@dataclass
+class Pipeline:
+    home: Path
+    instance: dg.DagsterInstance
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> Iterator[Pipeline]:
+    """Two simulated days ingested and scored through Dagster, once for the module."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("datasets_defs") / "loop_home"
+        patch.setenv("LOOP_HOME", str(home))
+        for name in (
+            "LOOP_LANDING_URL",
+            "LOOP_PG_URL",
+            "LOOP_CONFIG_DIR",
+            "DAGSTER_HOME",
+            "LOOP_MLFLOW_TRACKING_URI",
+            "LOOP_MLFLOW_ARTIFACT_ROOT",
+        ):
+            patch.delenv(name, raising=False)
+        patch.chdir(REPO_ROOT)
+        simulate(SimulationConfig.from_mapping(SIMULATION), paths().landing)
+        with dg.instance_for_test() as instance:
+            materialize_ingest(instance=instance)
+            document = materialize_scoring(instance=instance)
+            assert document["thresholds"]["intent"]["threshold"] is not None
+            yield Pipeline(home, instance)
+
+
+def config_copy(tmp_path: Path, monkeypatch, old: str, new: str) -> Path:
+    """configs/ copied with one line of datasets.yaml changed, and LOOP_CONFIG_DIR pointing at it."""
+    folder = tmp_path / "configs"
+    shutil.copytree(REPO_ROOT / "configs", folder)
+    text = (folder / "datasets.yaml").read_text(encoding="utf-8")
+    assert old in text
+    (folder / "datasets.yaml").write_text(text.replace(old, new), encoding="utf-8")
+    monkeypatch.setenv("LOOP_CONFIG_DIR", str(folder))
+    return folder
+
+
+def run_with_downstream(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    from loop_pipeline.definitions import build_defs
+
+    defs = build_defs()
+    return dg.materialize(
+        [*defs.assets, *defs.asset_checks, fine_tune_on_datasets],
+        selection=dg.AssetSelection.assets(TRAINING_DATASETS, DOWNSTREAM),
+        instance=instance,
+        resources=defs.resources,
+        raise_on_error=False,
+    )
+
+
+def checks_of(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def steps(result: dg.ExecuteInProcessResult, event_type: dg.DagsterEventType) -> set[str]:
+    return {e.step_key for e in result.all_events if e.event_type == event_type}
+
+
+def test_a_failing_expectation_blocks_the_downstream_asset(pipeline, tmp_path, monkeypatch):
+    config_copy(tmp_path, monkeypatch, "min_rows_per_task: 20 ", "min_rows_per_task: 100000 ")
+    result = run_with_downstream(pipeline.instance)
+
+    # The version is still built; the expectation fails, and training does not run on it.
+    (built,) = result.asset_materializations_for_node("training_datasets")
+    checks = checks_of(result)
+    assert set(checks) == CHECKS
+    failed = checks["training_datasets_have_min_rows_per_task"]
+    assert failed.passed is False and failed.severity == dg.AssetCheckSeverity.ERROR
+    assert "below 100000 sft rows" in failed.description and "intent" in failed.description
+    assert failed.metadata["version"].value == built.metadata["version"].value
+    assert all(checks[name].passed for name in CHECKS - {failed.check_name})
+    # The failed blocking check fails its step and the run; the downstream step never starts.
+    assert result.success is False
+    assert steps(result, dg.DagsterEventType.STEP_FAILURE) == {"training_datasets_training_datasets_have_min_rows_per_task"}
+    assert "training_datasets" in steps(result, dg.DagsterEventType.STEP_SUCCESS)
+    assert DOWNSTREAM not in steps(result, dg.DagsterEventType.STEP_START)
+    assert result.asset_materializations_for_node(DOWNSTREAM) == []
+
+
+def test_passing_expectations_let_the_downstream_asset_run(pipeline):
+    from mlflow.tracking import MlflowClient
+
+    from loop_pipeline.core.tracking import TrackingTarget
+
+    result = run_with_downstream(pipeline.instance)
+    assert result.success
+    checks = checks_of(result)
+    assert set(checks) == CHECKS and all(e.passed for e in checks.values()), {
+        n: e.description for n, e in checks.items()
+    }
+    (built,) = result.asset_materializations_for_node("training_datasets")
+    metadata = {k: v.value for k, v in built.metadata.items()}
+    version = metadata["version"]
+    datasets_root = paths().datasets
+    assert (datasets_root / "LATEST").read_text().strip() == version
+    assert metadata["path"] == str(datasets_root / version)
+    assert metadata["rows"]["sft"] >= 20 and metadata["rows"]["holdout"] > 0
+    assert metadata["rows_by_task_type"]["sft"] == {"intent": metadata["rows"]["sft"]}
+    (trained,) = result.asset_materializations_for_node(DOWNSTREAM)
+    assert trained.metadata["trained_on"].value == version
+    assert DOWNSTREAM in steps(result, dg.DagsterEventType.STEP_SUCCESS)
+
+    # The asset logged the version to MLflow (SQLite under LOOP_HOME), once.
+    client = MlflowClient(tracking_uri=TrackingTarget.default().tracking_uri)
+    run = client.get_run(metadata["mlflow_run_id"])
+    assert run.data.tags["loop.dataset_version"] == version
+    assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == sorted(
+        f"{name}@{version}" for name in ("sft", "kto", "dpo", "holdout")
+    )
+    again = run_with_downstream(pipeline.instance)
+    (rebuilt,) = again.asset_materializations_for_node("training_datasets")
+    assert rebuilt.metadata["version"].value == version and rebuilt.metadata["new_version"].value is False
+    assert rebuilt.metadata["mlflow_run_id"].value == metadata["mlflow_run_id"]
+    assert again.asset_materializations_for_node(DOWNSTREAM)
+
+
+def test_materialize_datasets_names_what_blocks_a_version(pipeline, tmp_path, monkeypatch):
+    config_copy(tmp_path, monkeypatch, "max_label_share: 0.5 ", "max_label_share: 0.001 ")
+    said: list[str] = []
+    summary = materialize_datasets(progress=said.append, instance=pipeline.instance)
+    assert summary["version"] == (paths().datasets / "LATEST").read_text().strip()
+    assert set(summary["checks"]) == CHECKS
+    assert list(summary["blocked_by"]) == ["training_datasets_label_shares_within_bounds"]
+    assert "labels above 0%" in summary["blocked_by"]["training_datasets_label_shares_within_bounds"]
+    assert summary["checks"]["training_datasets_label_shares_within_bounds"] is False
+    assert any("BLOCKED by training_datasets_label_shares_within_bounds" in line for line in said)
+
+
+def test_datasets_definitions_snapshot(pipeline):
+    from loop_pipeline.definitions import build_defs
+
+    defs = build_defs()
+    graph = defs.resolve_asset_graph()
+    node = graph.get(TRAINING_DATASETS)
+    assert {k.to_user_string() for k in node.parent_keys} == {"scored_traces", "score_thresholds", "raw_traces"}
+    specs = [spec for checks in defs.asset_checks for spec in checks.check_specs]
+    ours = {spec.name: spec for spec in specs if spec.asset_key == TRAINING_DATASETS}
+    assert set(ours) == CHECKS
+    assert all(spec.blocking for spec in ours.values())
+    assert {k.name for k in graph.asset_check_keys if k.asset_key == TRAINING_DATASETS} == CHECKS
+
+
+def test_checks_report_sensitive_text_and_empty_targets_in_the_latest_version(pipeline):
+    """A version edited by hand (a leaked email, an empty target): the checks alone, on it."""
+    root = paths().datasets
+    root.mkdir(parents=True, exist_ok=True)
+    latest = root / "LATEST"
+    previous = latest.read_text() if latest.is_file() else None
+    prompt = [{"role": "system", "content": "Classify."}, {"role": "user", "content": "write to jane.doe@example.com"}]
+    answer = [{"role": "assistant", "content": "contact"}]
+    tampered = {
+        "sft": pl.DataFrame(
+            {"trace_id": ["t1", "t2"], "task_type": ["intent"] * 2, "messages": [prompt + answer, prompt[:1] + [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " "}]], "target_source": ["output"] * 2},
+            schema_overrides={"messages": MESSAGES_DTYPE},
+        ),
+        "kto": pl.DataFrame(
+            {"trace_id": ["t1"], "task_type": ["intent"], "prompt": [prompt], "completion": [answer], "label": [True]},
+            schema_overrides={"prompt": MESSAGES_DTYPE, "completion": MESSAGES_DTYPE},
+        ),
+        "dpo": pl.DataFrame(
+            schema={"trace_id": pl.String, "task_type": pl.String, "prompt": MESSAGES_DTYPE, "chosen": MESSAGES_DTYPE, "rejected": MESSAGES_DTYPE}
+        ),
+        "holdout": pl.DataFrame(
+            {"trace_id": ["h1"], "task_type": ["intent"], "group_key": ["user_id:x"], "prompt": [[{"role": "user", "content": "set an alarm"}]], "reference": ["alarm"]},
+            schema_overrides={"prompt": MESSAGES_DTYPE},
+        ),
+    }
+    folder = root / "ds-tampered"
+    folder.mkdir(exist_ok=True)
+    for name, frame in tampered.items():
+        frame.write_parquet(folder / f"{name}.parquet")
+    latest.write_text("ds-tampered\n")
+    try:
+        from loop_pipeline.definitions import build_defs
+
+        defs = build_defs()
+        result = dg.materialize(
+            [*defs.assets, *defs.asset_checks],
+            selection=dg.AssetSelection.checks_for_assets(TRAINING_DATASETS),
+            instance=pipeline.instance,
+            resources=defs.resources,
+            raise_on_error=False,
+        )
+    finally:
+        if previous is None:
+            latest.unlink()
+        else:
+            latest.write_text(previous)
+    assert result.asset_materializations_for_node("training_datasets") == []
+    checks = checks_of(result)
+    assert set(checks) == CHECKS
+    sensitive = checks["training_datasets_have_no_sensitive_text"]
+    assert sensitive.passed is False and sensitive.metadata["version"].value == "ds-tampered"
+    assert sensitive.description == "2 text fields still match a PII / secret pattern"
+    details = sensitive.metadata["details"].value
+    assert details["sensitive"] == 2 and {e["trace_id"] for e in details["examples"]} == {"t1"}
+    empty = checks["training_datasets_have_no_empty_targets"]
+    assert empty.passed is False and [e["trace_id"] for e in empty.metadata["details"].value["examples"]] == ["t2"]
+    assert checks["training_datasets_holdout_disjoint_from_train"].passed is True
