@@ -338,6 +338,11 @@ def _expand(entry: np.ndarray, count: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return repeated, step
 
 
+def _unique_sorted(codes: np.ndarray) -> np.ndarray:
+    """np.unique's result; polars' parallel hash unique is ~40x faster on tens of millions of pairs."""
+    return np.sort(pl.Series(codes, dtype=pl.Int64).unique().to_numpy())
+
+
 def _candidate_pairs(signatures: np.ndarray, config: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
     """Unique (lo, hi) node pairs, lo < hi, that share an LSH bucket (see the module docstring)."""
     n = signatures.shape[0]
@@ -348,7 +353,7 @@ def _candidate_pairs(signatures: np.ndarray, config: DedupConfig) -> tuple[np.nd
     forward = np.where(members > config.max_bucket_size, np.minimum(forward, config.giant_bucket_window), forward)
     entry, step = _expand(np.arange(node.size, dtype=np.int64), forward)
     a, b = node[entry], node[entry + step + 1]
-    codes = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
+    codes = _unique_sorted(np.minimum(a, b) * n + np.maximum(a, b))
     return codes // n, codes % n
 
 
@@ -382,7 +387,7 @@ def _cross_candidate_pairs(
     entry, step = _expand(np.arange(left_entry.size, dtype=np.int64), count)
     partner = bucket_start[left_entry][entry] + (base[entry] + step) % rights[entry]
     left_node, right_node = node[left_entry][entry], node[partner]
-    codes = np.unique(left_node * n + right_node)
+    codes = _unique_sorted(left_node * n + right_node)
     return codes // n, codes % n
 
 
