@@ -59,6 +59,13 @@ def loop_home(tmp_path, monkeypatch) -> Path:
     """An empty LOOP_HOME for one test (and no stray LOOP_* settings from the environment)."""
     home = tmp_path / "loop_home"
     monkeypatch.setenv("LOOP_HOME", str(home))
-    for name in ("LOOP_LANDING_URL", "LOOP_PG_URL", "LOOP_CONFIG_DIR", "DAGSTER_HOME"):
+    for name in (
+        "LOOP_LANDING_URL",
+        "LOOP_PG_URL",
+        "LOOP_CONFIG_DIR",
+        "LOOP_MLFLOW_TRACKING_URI",
+        "LOOP_MLFLOW_ARTIFACT_ROOT",
+        "DAGSTER_HOME",
+    ):
         monkeypatch.delenv(name, raising=False)
     return home

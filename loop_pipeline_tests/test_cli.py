@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from loop_pipeline.cli import app
 from loop_pipeline.core import bench
+from loop_pipeline_tests.helpers import last_json_line
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HEAVY_MODULES = ("torch", "transformers", "trl", "great_expectations", "dagster")
@@ -69,12 +70,6 @@ def write_landing(folder: Path) -> Path:
     ]
     (folder / "feedback.jsonl").write_text("".join(json.dumps(f) + "\n" for f in feedback), encoding="utf-8")
     return folder
-
-
-def last_json_line(stdout: str) -> dict[str, Any]:
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    assert lines, "no output on stdout"
-    return json.loads(lines[-1])
 
 
 # ---------------------------------------------------------------------------------------------

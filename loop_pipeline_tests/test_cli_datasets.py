@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,16 +14,11 @@ from typer.testing import CliRunner
 from loop_pipeline.cli import app
 from loop_pipeline.core.simulate import SimulationConfig, simulate
 from loop_pipeline.settings import REPO_ROOT
+from loop_pipeline_tests.helpers import last_json_line
 
 runner = CliRunner()
 SIMULATION = {"days": 2, "traces_per_day": 500, "start_date": "2026-11-01", "human_review_rate": 0.3}
 NAMES = ("sft", "kto", "dpo", "holdout")
-
-
-def last_json_line(stdout: str) -> dict[str, Any]:
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    assert lines, "no output on stdout"
-    return json.loads(lines[-1])
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +32,9 @@ def ingested(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "loop_home"
-    monkeypatch.setenv("LOOP_HOME", str(home))
-    for name in ("LOOP_LANDING_URL", "LOOP_CONFIG_DIR", "LOOP_MLFLOW_TRACKING_URI", "LOOP_MLFLOW_ARTIFACT_ROOT"):
-        monkeypatch.delenv(name, raising=False)
+def home(loop_home, monkeypatch) -> Path:
     monkeypatch.chdir(REPO_ROOT)
-    return home
+    return loop_home
 
 
 def build(ingested: Path, out: Path) -> tuple[Any, dict[str, Any]]:

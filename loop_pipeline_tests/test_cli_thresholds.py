@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from loop_pipeline.cli import app
 from loop_pipeline.core.simulate import SimulationConfig, simulate
+from loop_pipeline_tests.helpers import last_json_line
 
 runner = CliRunner()
 SIMULATION = {"days": 2, "traces_per_day": 250, "start_date": "2026-11-01", "human_review_rate": 0.3}
-
-
-def last_json_line(stdout: str) -> dict[str, Any]:
-    lines = [line for line in stdout.splitlines() if line.strip()]
-    assert lines, "no output on stdout"
-    return json.loads(lines[-1])
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +27,8 @@ def ingested(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "loop_home"
-    monkeypatch.setenv("LOOP_HOME", str(home))
-    for name in ("LOOP_LANDING_URL", "LOOP_CONFIG_DIR", "LOOP_MLFLOW_TRACKING_URI", "LOOP_MLFLOW_ARTIFACT_ROOT"):
-        monkeypatch.delenv(name, raising=False)
-    return home
+def home(loop_home) -> Path:
+    return loop_home
 
 
 def test_thresholds_sweep_prints_thresholds_comparison_and_mlflow_runs(ingested, home, tmp_path):
