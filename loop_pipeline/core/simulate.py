@@ -1078,15 +1078,11 @@ def simulate(
         flush(day, late=True)
 
     end = start + dt.timedelta(days=config.days - 1)
-    estimated_cost = None
-    try:
-        from loop_pipeline.core.costs import PriceTable
+    from loop_pipeline.core.costs import PriceTable
 
-        price = PriceTable.load().lookup(config.frontier_model)
-        if price is not None:
-            estimated_cost = round(price.cost(totals["in_tok"], totals["out_tok"]), 6)
-    except (ConfigError, OSError):
-        estimated_cost = None
+    # A model without a price has no estimate; a broken prices.yaml is an error, not a None.
+    price = PriceTable.load().lookup(config.frontier_model)
+    estimated_cost = round(price.cost(totals["in_tok"], totals["out_tok"]), 6) if price is not None else None
 
     return SimulationSummary(
         dataset=config.dataset,
