@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export DAGSTER_DISABLE_TELEMETRY := true
 
-.PHONY: install test demo dagster-ui mlflow-ui bench-ingest clean reset
+.PHONY: install test demo dagster-ui mlflow-ui bench-ingest bench-datasets clean reset
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ mlflow-ui: install
 
 bench-ingest: install
 	$(BIN)/loop bench ingest --rows 1000000
+
+bench-datasets: install
+	$(BIN)/loop bench datasets --rows 1000000
 
 # Deleting LOOP_HOME resets every embedded store (Dagster, MLflow, landing, warehouse, datasets).
 reset:
