@@ -1,0 +1,630 @@
+"""LoRA fine-tuning with peft + trl: SFT on the curated ``sft`` dataset, then optionally KTO or DPO
+on the negatives, continuing from the SFT adapter.
+
+One YAML file (see ``configs/train/tiny.yaml``) -> :class:`TrainConfig` -> :func:`main` ->
+:class:`TrainResult`. ``python -m loop_pipeline.core.training --config FILE`` runs it and prints the
+result as one JSON line on stdout (progress bar and trainer logs go to stderr).
+
+Loss path (SFT): trl 1.16's SFTTrainer computes the loss with a fused, tiled LM head by default,
+which is slow on CPU (measured ~2.5x the model's own loss on SmolLM2-135M). ``sft.loss: model``
+(the default) makes the trainer call the model's own causal-LM loss on the same labels (prompt
+tokens at -100, so the loss is on the completion only); ``sft.loss: trl`` keeps trl's fused head.
+
+Heavy libraries (torch, transformers, peft, trl, datasets) are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import yaml
+
+import loop_pipeline  # noqa: F401  (offline / no-telemetry environment before HF imports)
+from loop_pipeline.settings import ConfigError
+
+DATASET_FILES = {"sft": "sft.parquet", "kto": "kto.parquet", "dpo": "dpo.parquet"}
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+def _positive_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return "must be a positive integer"
+    return None
+
+
+def _non_negative_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return "must be a non-negative integer"
+    return None
+
+
+def _positive_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return "must be a positive number"
+    return None
+
+
+def _probability(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        return "must be a number in [0, 1)"
+    return None
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
+
+
+def _optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    def optional_check(value: Any) -> str | None:
+        return None if value is None else check(value)
+
+    return optional_check
+
+
+def _choice(*choices: str) -> Callable[[Any], str | None]:
+    def choice_check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {list(choices)}, got {value!r}"
+
+    return choice_check
+
+
+def _modules(value: Any) -> str | None:
+    if value == "all-linear":
+        return None
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return None
+    return "must be a non-empty list of module names, or 'all-linear'"
+
+
+def _checked(default: Any, check: Callable[[Any], str | None], **kwargs: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"check": check}, **kwargs)
+    return field(default=default, metadata={"check": check}, **kwargs)
+
+
+def _from_mapping(cls: type, raw: Any, section: str) -> Any:
+    """Build dataclass ``cls`` from ``raw``: unknown keys and bad values raise a ConfigError naming
+    the field path (``lora.r: must be a positive integer``)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{section}: must be a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"{section}: unknown key(s) {unknown}; known: {sorted(known)}")
+    values = {}
+    for name, spec in known.items():
+        path = f"{section}.{name}"
+        if name not in raw:
+            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"{path}: required")
+            continue
+        value = raw[name]
+        check = spec.metadata.get("check")
+        problem = check(value) if check else None
+        if problem:
+            raise ConfigError(f"{path}: {problem}")
+        values[name] = value
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    base: str = field(metadata={"check": _text})  # a local folder or a Hugging Face id (offline cache)
+    dtype: str = _checked("auto", _choice("auto", "float32", "bfloat16"))
+
+
+@dataclass(frozen=True)
+class LoraSection:
+    r: int = _checked(16, _positive_int)
+    alpha: int = _checked(32, _positive_int)
+    dropout: float = _checked(0.05, _probability)
+    target_modules: Any = _checked(list(DEFAULT_TARGET_MODULES), _modules)
+
+
+@dataclass(frozen=True)
+class SftSection:
+    max_steps: int | None = _checked(None, _optional(_positive_int))  # wins over num_train_epochs
+    num_train_epochs: float = _checked(1.0, _positive_number)
+    per_device_train_batch_size: int = _checked(8, _positive_int)
+    gradient_accumulation_steps: int = _checked(1, _positive_int)
+    learning_rate: float = _checked(2e-4, _positive_number)
+    max_length: int = _checked(512, _positive_int)
+    seed: int = _checked(42, _non_negative_int)
+    logging_steps: int = _checked(10, _positive_int)
+    packing: bool = _checked(False, _boolean)
+    loss: str = _checked("model", _choice("model", "trl"))
+
+
+@dataclass(frozen=True)
+class NegativesSection:
+    stage: str = _checked("none", _choice("none", "kto", "dpo"))
+    max_steps: int = _checked(50, _positive_int)
+    beta: float = _checked(0.1, _positive_number)
+    learning_rate: float = _checked(5e-5, _positive_number)
+    per_device_train_batch_size: int = _checked(8, _positive_int)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    version_dir: str | None = _checked(None, _optional(_text))  # a dataset version folder (sft/kto/dpo.parquet)
+    sft: str | None = _checked(None, _optional(_text))  # explicit files win over version_dir
+    kto: str | None = _checked(None, _optional(_text))
+    dpo: str | None = _checked(None, _optional(_text))
+
+    def path(self, name: str) -> Path | None:
+        explicit = getattr(self, name)
+        if explicit:
+            return Path(explicit).expanduser()
+        if self.version_dir:
+            return Path(self.version_dir).expanduser() / DATASET_FILES[name]
+        return None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelSection
+    output_dir: str
+    lora: LoraSection = field(default_factory=LoraSection)
+    sft: SftSection = field(default_factory=SftSection)
+    negatives: NegativesSection = field(default_factory=NegativesSection)
+    data: DataSection = field(default_factory=DataSection)
+
+    _SECTIONS = {"model": ModelSection, "lora": LoraSection, "sft": SftSection, "negatives": NegativesSection, "data": DataSection}
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> "TrainConfig":
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"train config: expected a mapping at the top level, got {type(raw).__name__}")
+        known = [*cls._SECTIONS, "output_dir"]
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ConfigError(f"train config: unknown key(s) {unknown}; known: {sorted(known)}")
+        if "model" not in raw:
+            raise ConfigError("model: required (model.base: a local folder or a Hugging Face id)")
+        if _text(raw.get("output_dir")):
+            raise ConfigError("output_dir: must be a non-empty string")
+        sections = {name: _from_mapping(kind, raw.get(name), name) for name, kind in cls._SECTIONS.items()}
+        data: DataSection = sections["data"]
+        if not (data.version_dir or data.sft):
+            raise ConfigError("data: set data.version_dir (a dataset version folder) or data.sft (a parquet file)")
+        stage = sections["negatives"].stage
+        if stage != "none" and not (data.version_dir or getattr(data, stage)):
+            raise ConfigError(f"data.{stage}: required by negatives.stage={stage!r} (or set data.version_dir)")
+        return cls(output_dir=raw["output_dir"], **sections)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"train config not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        try:
+            return cls.from_mapping(raw)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Result
+
+
+@dataclass
+class TrainResult:
+    adapter_path: str
+    base_model: str
+    dataset_version: str
+    steps: int  # optimizer steps, all stages
+    sft_steps: int
+    negative_stage: str
+    negative_steps: int
+    initial_loss: float | None  # SFT, first logged step
+    final_loss: float | None  # SFT, last logged step
+    negative_final_loss: float | None
+    tokens_per_s: float  # SFT tokens (prompt + completion, no padding) per second of SFT training
+    train_seconds: float
+    peak_rss_mb: float
+    dtype: str
+    device: str
+    sft_adapter_path: str | None = None  # the SFT adapter, when a negatives stage followed
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Pieces
+
+
+def resolve_dtype(name: str):
+    """auto: bfloat16 on a CUDA device that supports it, float32 elsewhere."""
+    import torch
+
+    if name == "float32":
+        return torch.float32
+    if name == "bfloat16":
+        return torch.bfloat16
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(base: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(base: str, dtype):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+
+
+def has_generation_markers(tokenizer) -> bool:
+    template = tokenizer.chat_template or ""
+    if isinstance(template, dict):
+        template = " ".join(template.values())
+    return "{% generation %}" in template or "{%- generation %}" in template
+
+
+def _read_rows(path: Path, columns: Sequence[str], field_path: str) -> list[dict[str, Any]]:
+    import polars as pl
+
+    if not path.is_file():
+        raise ConfigError(f"{field_path}: file not found: {path}")
+    frame = pl.read_parquet(path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"{field_path}: {path} lacks column(s) {missing}; has {frame.columns}")
+    if frame.height == 0:
+        raise ConfigError(f"{field_path}: {path} has no rows")
+    return frame.select(columns).to_dicts()
+
+
+def sft_rows(messages_rows: list[dict[str, Any]], prompt_completion: bool) -> list[dict[str, Any]]:
+    """Conversational rows -> prompt/completion (all turns but the last / the last assistant turn),
+    or kept as ``messages`` (for templates with generation markers)."""
+    out = []
+    for row in messages_rows:
+        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+        if not prompt_completion:
+            out.append({"messages": messages})
+            continue
+        if len(messages) < 2 or messages[-1]["role"] != "assistant":
+            raise ConfigError("data.sft: every conversation must end with an assistant turn")
+        out.append({"prompt": messages[:-1], "completion": messages[-1:]})
+    return out
+
+
+def _plain_messages(value: Any) -> list[dict[str, str]]:
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+class _LossRecorder:
+    """Collects the trainer's logged losses (a TrainerCallback, built lazily)."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class Recorder(TrainerCallback):
+            def __init__(self):
+                self.losses: list[float] = []
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs:
+                    self.losses.append(float(logs["loss"]))
+
+        return Recorder()
+
+
+def _sft_trainer_class(loss: str):
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    class CountingSFTTrainer(SFTTrainer):
+        """Counts the trained tokens; with loss='model' the model's own causal-LM loss replaces trl's
+        fused LM head (same labels, so still completion-only)."""
+
+        tokens_seen = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if model.training:
+                if "attention_mask" in inputs:
+                    self.tokens_seen += int(inputs["attention_mask"].sum())
+                else:
+                    self.tokens_seen += int(inputs["input_ids"].numel())
+            if loss == "trl":
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            inputs = {**inputs, "use_cache": False}
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+    return CountingSFTTrainer
+
+
+def _common_args(config: TrainConfig, output: Path, dtype) -> dict[str, Any]:
+    import torch
+
+    return {
+        "output_dir": str(output),
+        "save_strategy": "no",
+        "report_to": [],
+        "logging_first_step": True,
+        "disable_tqdm": False,
+        "bf16": False,  # the model is loaded in the chosen dtype; no autocast
+        "fp16": False,
+        "dataloader_num_workers": 0,
+        "use_cpu": not torch.cuda.is_available(),
+    }
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def _dataset_version(config: TrainConfig) -> str:
+    if config.data.version_dir:
+        return Path(config.data.version_dir).expanduser().resolve().name
+    return Path(config.data.sft).expanduser().resolve().parent.name
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def run_sft(config: TrainConfig, tokenizer, dtype, adapter_dir: Path) -> dict[str, Any]:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    rows = _read_rows(config.data.path("sft"), ["messages"], "data.sft")
+    prompt_completion = not has_generation_markers(tokenizer)
+    dataset = Dataset.from_list(sft_rows(rows, prompt_completion))
+    model = load_base_model(config.model.base, dtype)
+    sft = config.sft
+    args = SFTConfig(
+        **_common_args(config, Path(config.output_dir) / "sft_run", dtype),
+        max_steps=sft.max_steps or -1,
+        num_train_epochs=sft.num_train_epochs,
+        per_device_train_batch_size=sft.per_device_train_batch_size,
+        gradient_accumulation_steps=sft.gradient_accumulation_steps,
+        learning_rate=sft.learning_rate,
+        max_length=sft.max_length,
+        seed=sft.seed,
+        logging_steps=sft.logging_steps,
+        packing=sft.packing,
+        completion_only_loss=True if prompt_completion else None,
+        assistant_only_loss=not prompt_completion,
+    )
+    lora = config.lora
+    peft_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    recorder = _LossRecorder()
+    trainer = _sft_trainer_class(sft.loss)(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[recorder],
+    )
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    trainer.model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    return {
+        "steps": int(trainer.state.global_step),
+        "losses": recorder.losses,
+        "seconds": seconds,
+        "tokens": trainer.tokens_seen,
+        "device": str(trainer.args.device),
+    }
+
+
+def run_negatives(config: TrainConfig, tokenizer, dtype, sft_adapter: Path, adapter_dir: Path) -> dict[str, Any]:
+    """KTO or DPO continuing from the SFT adapter; the reference model is the SFT model (merged)."""
+    from datasets import Dataset
+    from peft import PeftModel
+
+    negatives = config.negatives
+    stage = negatives.stage
+    if stage == "kto":
+        from trl import KTOConfig as StageConfig
+        from trl import KTOTrainer as StageTrainer
+
+        rows = _read_rows(config.data.path("kto"), ["prompt", "completion", "label"], "data.kto")
+        records = [
+            {"prompt": _plain_messages(r["prompt"]), "completion": _plain_messages(r["completion"]), "label": bool(r["label"])}
+            for r in rows
+        ]
+    else:
+        from trl import DPOConfig as StageConfig
+        from trl import DPOTrainer as StageTrainer
+
+        rows = _read_rows(config.data.path("dpo"), ["prompt", "chosen", "rejected"], "data.dpo")
+        records = [
+            {
+                "prompt": _plain_messages(r["prompt"]),
+                "chosen": _plain_messages(r["chosen"]),
+                "rejected": _plain_messages(r["rejected"]),
+            }
+            for r in rows
+        ]
+    dataset = Dataset.from_list(records)
+    policy = PeftModel.from_pretrained(load_base_model(config.model.base, dtype), str(sft_adapter), is_trainable=True)
+    reference = PeftModel.from_pretrained(load_base_model(config.model.base, dtype), str(sft_adapter)).merge_and_unload()
+    reference.eval()
+    args = StageConfig(
+        **_common_args(config, Path(config.output_dir) / f"{stage}_run", dtype),
+        max_steps=negatives.max_steps,
+        per_device_train_batch_size=negatives.per_device_train_batch_size,
+        learning_rate=negatives.learning_rate,
+        beta=negatives.beta,
+        max_length=config.sft.max_length,
+        seed=config.sft.seed,
+        logging_steps=config.sft.logging_steps,
+    )
+    recorder = _LossRecorder()
+    trainer = StageTrainer(
+        model=policy,
+        ref_model=reference,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[recorder],
+    )
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    trainer.model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    return {"steps": int(trainer.state.global_step), "losses": recorder.losses, "seconds": seconds}
+
+
+def main(config: TrainConfig) -> TrainResult:
+    """Train the LoRA adapter described by ``config``; the adapter lands in ``output_dir/adapter``.
+
+    torch's thread count is left as the caller set it (tests use 1)."""
+    # Fail fast on the data before loading any model.
+    _read_rows(config.data.path("sft"), ["messages"], "data.sft")
+    stage = config.negatives.stage
+    if stage != "none":
+        path = config.data.path(stage)
+        if not path.is_file():
+            raise ConfigError(f"data.{stage}: file not found: {path}")
+
+    output = Path(config.output_dir).expanduser()
+    output.mkdir(parents=True, exist_ok=True)
+    dtype = resolve_dtype(config.model.dtype)
+    tokenizer = load_tokenizer(config.model.base)
+    final_adapter = output / "adapter"
+    sft_adapter = output / "sft_adapter" if stage != "none" else final_adapter
+
+    sft = run_sft(config, tokenizer, dtype, sft_adapter)
+    negative = {"steps": 0, "losses": [], "seconds": 0.0}
+    if stage != "none":
+        negative = run_negatives(config, tokenizer, dtype, sft_adapter, final_adapter)
+
+    result = TrainResult(
+        adapter_path=str(final_adapter.resolve()),
+        base_model=config.model.base,
+        dataset_version=_dataset_version(config),
+        steps=sft["steps"] + negative["steps"],
+        sft_steps=sft["steps"],
+        negative_stage=stage,
+        negative_steps=negative["steps"],
+        initial_loss=sft["losses"][0] if sft["losses"] else None,
+        final_loss=sft["losses"][-1] if sft["losses"] else None,
+        negative_final_loss=negative["losses"][-1] if negative["losses"] else None,
+        tokens_per_s=round(sft["tokens"] / sft["seconds"], 1) if sft["seconds"] > 0 else 0.0,
+        train_seconds=round(sft["seconds"] + negative["seconds"], 3),
+        peak_rss_mb=_peak_rss_mb(),
+        dtype=str(dtype).replace("torch.", ""),
+        device=sft["device"],
+        sft_adapter_path=str(sft_adapter.resolve()) if stage != "none" else None,
+    )
+    (output / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    (output / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Inference helper
+
+
+def load_adapter_and_generate(
+    base: str,
+    adapter: str | Path,
+    messages: Sequence[Mapping[str, str]] | Sequence[Sequence[Mapping[str, str]]],
+    *,
+    max_new_tokens: int = 32,
+    dtype: str = "auto",
+) -> str | list[str]:
+    """Load ``base`` + the LoRA ``adapter`` by path and answer ``messages`` greedily.
+
+    One conversation (a list of messages) gives a string; a list of conversations gives a list."""
+    import torch
+    from peft import PeftModel
+
+    single = bool(messages) and isinstance(messages[0], Mapping)
+    conversations = [messages] if single else list(messages)
+    tokenizer = load_tokenizer(str(adapter) if (Path(adapter) / "tokenizer_config.json").is_file() else base)
+    model = PeftModel.from_pretrained(load_base_model(base, resolve_dtype(dtype)), str(adapter))
+    model.eval()
+    answers = []
+    # One conversation at a time: no padding, so positions match training exactly.
+    for conversation in conversations:
+        text = tokenizer.apply_chat_template([dict(m) for m in conversation], tokenize=False, add_generation_prompt=True)
+        batch = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            generated = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        answers.append(tokenizer.decode(generated[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    return answers[0] if single else answers
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loop_pipeline.core.training",
+        description="LoRA SFT (+ optional KTO/DPO) on a dataset version; prints the result as one JSON line.",
+    )
+    parser.add_argument("--config", required=True, help="train config YAML (see configs/train/tiny.yaml)")
+    args = parser.parse_args(argv)
+    try:
+        config = TrainConfig.from_yaml(args.config)
+        # Trainer logs are printed to stdout: keep stdout for the one result line.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = main(config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_dict()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli())
