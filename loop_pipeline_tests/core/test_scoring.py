@@ -618,7 +618,7 @@ def test_fused_score_beats_acceptance_and_its_interval_holds_the_truth(simulated
     low, high = entry["precision_interval"]
     assert low <= true_precision <= high
     assert low >= CONFIG.precision_target
-    assert 1 - fused["true_error_rate"] == pytest.approx(true_precision)
+    assert fused["true_error_rate"] == pytest.approx(1 - true_precision)
     assert entry["true_precision"] == pytest.approx(true_precision)
 
 
