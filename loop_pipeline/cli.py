@@ -160,6 +160,18 @@ def dagster_home() -> None:
     typer.echo(str(ensure_dagster_home()))
 
 
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", help="Train config YAML (see configs/train/tiny.yaml)."),
+) -> None:
+    """LoRA SFT (+ optional KTO / DPO) on a dataset version; same as `python -m loop_pipeline.core.training`."""
+    from loop_pipeline.core.training import cli as training_cli
+
+    code = training_cli(["--config", str(config)])
+    if code:
+        raise typer.Exit(code)
+
+
 @thresholds_app.command("sweep")
 def thresholds_sweep(
     traces: Optional[Path] = typer.Option(

@@ -338,3 +338,14 @@ def test_importing_the_cli_loads_no_heavy_library(tmp_path):
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_train_rejects_a_bad_config_naming_the_field(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        f"model: {{base: somewhere}}\nlora: {{r: 0}}\ndata: {{sft: x.parquet}}\noutput_dir: {tmp_path / 'out'}\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "lora.r" in result.output
