@@ -182,6 +182,7 @@ def thresholds_sweep(
 ) -> None:
     """Score every trace, then per task type pick the loosest threshold whose precision against
     human review has a Wilson lower bound at the target; compare filters when gold labels exist."""
+    from loop_pipeline.core.scoring import describe_threshold
     from loop_pipeline.core.scoring_run import load_traces_and_feedback, run_sweep
     from loop_pipeline.core.tracking import TrackingTarget
     from loop_pipeline.settings import ConfigError
@@ -192,14 +193,7 @@ def thresholds_sweep(
     except (ConfigError, FileNotFoundError) as exc:
         _fail(str(exc))
     for task_type, entry in result["thresholds"].items():
-        if entry["threshold"] is None:
-            _say(f"{task_type}: no threshold: {entry['reason']}")
-        else:
-            low, high = entry["precision_interval"]
-            _say(
-                f"{task_type}: threshold {entry['threshold']:.4f} keeps {entry['kept']}/{entry['traces']} "
-                f"at estimated precision {entry['estimated_precision']:.4f} [{low:.4f}, {high:.4f}]"
-            )
+        _say(describe_threshold(task_type, entry))
     _emit(result)
 
 

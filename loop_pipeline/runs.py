@@ -145,6 +145,7 @@ def run_demo(
     days: int = 7, traces_per_day: int = 1000, seed: int = 0, progress: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Simulate a week of CLINC150 traffic into the landing folder and ingest it through Dagster."""
+    from loop_pipeline.core.scoring import describe_threshold
     from loop_pipeline.core.simulate import SimulationConfig, simulate
     from loop_pipeline.settings import paths
 
@@ -166,14 +167,7 @@ def run_demo(
     say("[3/4] scoring: signals, calibrated p_good, thresholds per task type (MLflow runs)")
     scored = materialize_scoring(partitions=None, progress=say)
     for task_type, entry in scored["thresholds"].items():
-        if entry["threshold"] is None:
-            say(f"  {task_type}: no threshold ({entry['reason']})")
-            continue
-        low, high = entry["precision_interval"]
-        say(
-            f"  {task_type}: threshold {entry['threshold']:.3f} keeps {entry['kept']} of {entry['traces']}, "
-            f"estimated precision {entry['estimated_precision']:.3f} [{low:.3f}, {high:.3f}]"
-        )
+        say("  " + describe_threshold(task_type, entry))
     for name, row in sorted((scored["comparison"] or {}).items(), key=lambda item: -item[1]["kept"]):
         rate = "n/a (keeps nothing)" if row["true_error_rate"] is None else f"{row['true_error_rate']:.4f}"
         say(f"  filter {name:<10} kept {row['kept']:>6}  true error rate {rate}")

@@ -541,6 +541,17 @@ def summarize_sweep(sweep: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[st
     return summary
 
 
+def describe_threshold(task_type: str, entry: Mapping[str, Any]) -> str:
+    """One human line for a task type's entry of :func:`summarize_sweep`."""
+    if entry["threshold"] is None:
+        return f"{task_type}: no threshold ({entry['reason']})"
+    low, high = entry["precision_interval"]
+    return (
+        f"{task_type}: threshold {entry['threshold']:.3f} keeps {entry['kept']} of {entry['traces']}, "
+        f"estimated precision {entry['estimated_precision']:.3f} [{low:.3f}, {high:.3f}]"
+    )
+
+
 def score_distribution(scored: pl.DataFrame) -> dict[str, dict[str, float]]:
     """Per task type: count and quantiles of p_good (for Dagster metadata)."""
     out: dict[str, dict[str, float]] = {}

@@ -442,11 +442,7 @@ def run_sft(config: TrainConfig, tokenizer, dtype, adapter_dir: Path) -> dict[st
         peft_config=peft_config,
         callbacks=[recorder],
     )
-    started = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - started
-    trainer.model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
+    seconds = _train_and_save(trainer, tokenizer, adapter_dir)
     return {
         "steps": int(trainer.state.global_step),
         "losses": recorder.losses,
@@ -454,6 +450,16 @@ def run_sft(config: TrainConfig, tokenizer, dtype, adapter_dir: Path) -> dict[st
         "tokens": trainer.tokens_seen,
         "device": str(trainer.args.device),
     }
+
+
+def _train_and_save(trainer, tokenizer, adapter_dir: Path) -> float:
+    """Train, save the adapter with its tokenizer, return the training seconds."""
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    trainer.model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    return seconds
 
 
 def run_negatives(config: TrainConfig, tokenizer, dtype, sft_adapter: Path, adapter_dir: Path) -> dict[str, Any]:
@@ -508,11 +514,7 @@ def run_negatives(config: TrainConfig, tokenizer, dtype, sft_adapter: Path, adap
         processing_class=tokenizer,
         callbacks=[recorder],
     )
-    started = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - started
-    trainer.model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
+    seconds = _train_and_save(trainer, tokenizer, adapter_dir)
     return {"steps": int(trainer.state.global_step), "losses": recorder.losses, "seconds": seconds}
 
 
