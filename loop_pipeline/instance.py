@@ -14,6 +14,9 @@ from loop_pipeline.settings import paths
 def instance_config(pg_url: str | None, sqlite_dir: Path) -> dict:
     # Telemetry off in the instance itself, so `dagster dev` does not phone home either.
     config: dict = {"telemetry": {"enabled": False}}
+    # Pools without their own limit (the `gpu` pool of lora_adapter) run one step at a time:
+    # one training run per GPU. More GPUs: `dagster instance concurrency set gpu N`.
+    config["concurrency"] = {"pools": {"default_limit": 1}}
     if pg_url:
         config["storage"] = {"postgres": {"postgres_url": pg_url}}
     else:

@@ -131,6 +131,8 @@ def _from_mapping(cls: type, raw: Any, section: str) -> Any:
 class ModelSection:
     base: str = field(metadata={"check": _text})  # a local folder or a Hugging Face id (offline cache)
     dtype: str = _checked("auto", _choice("auto", "float32", "bfloat16"))
+    # where a packaged model (smollm2-135m-instruct) is converted once; null: $LOOP_HOME/models
+    cache_dir: str | None = _checked(None, _optional(_text))
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,9 @@ class DataSection:
     sft: str | None = _checked(None, _optional(_text))  # explicit files win over version_dir
     kto: str | None = _checked(None, _optional(_text))
     dpo: str | None = _checked(None, _optional(_text))
+    # drop: train without the app's system prompt (the fine-tuned model no longer needs the
+    # instructions and label list; serving and evaluation apply the same transform).
+    system_prompt: str = _checked("keep", _choice("keep", "drop"))
 
     def path(self, name: str) -> Path | None:
         explicit = getattr(self, name)
@@ -181,6 +186,21 @@ class DataSection:
 
 
 @dataclass(frozen=True)
+class ExportSection:
+    merged: bool = _checked(True, _boolean)  # also save base + adapter merged into one model folder
+    merged_dtype: str = _checked("bfloat16", _choice("bfloat16", "float32", "same"))  # same: the training dtype
+
+
+@dataclass(frozen=True)
+class TrackingSection:
+    enabled: bool = _checked(True, _boolean)
+    experiment: str = _checked("loop-training", _text)
+    # null: LOOP_MLFLOW_TRACKING_URI / LOOP_MLFLOW_ARTIFACT_ROOT, else SQLite under LOOP_HOME
+    tracking_uri: str | None = _checked(None, _optional(_text))
+    artifact_root: str | None = _checked(None, _optional(_text))
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: ModelSection
     output_dir: str
@@ -188,8 +208,18 @@ class TrainConfig:
     sft: SftSection = field(default_factory=SftSection)
     negatives: NegativesSection = field(default_factory=NegativesSection)
     data: DataSection = field(default_factory=DataSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
 
-    _SECTIONS = {"model": ModelSection, "lora": LoraSection, "sft": SftSection, "negatives": NegativesSection, "data": DataSection}
+    _SECTIONS = {
+        "model": ModelSection,
+        "lora": LoraSection,
+        "sft": SftSection,
+        "negatives": NegativesSection,
+        "data": DataSection,
+        "export": ExportSection,
+        "tracking": TrackingSection,
+    }
 
     @classmethod
     def from_mapping(cls, raw: Any) -> "TrainConfig":
@@ -237,7 +267,8 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     adapter_path: str
-    base_model: str
+    base_model: str  # as configured (a packaged name, a folder or an HF id)
+    base_model_path: str  # what was loaded
     dataset_version: str
     steps: int  # optimizer steps, all stages
     sft_steps: int
@@ -246,15 +277,136 @@ class TrainResult:
     initial_loss: float | None  # SFT, first logged step
     final_loss: float | None  # SFT, last logged step
     negative_final_loss: float | None
-    tokens_per_s: float  # SFT tokens (prompt + completion, no padding) per second of SFT training
+    tokens: int  # SFT tokens trained on (prompt + completion, no padding)
+    tokens_per_s: float  # per second of SFT training
+    seconds_per_step: float  # SFT
     train_seconds: float
     peak_rss_mb: float
+    peak_gpu_mb: float | None  # CUDA only
     dtype: str
     device: str
+    system_prompt: str  # keep | drop: what serving and evaluation must do to prompts
     sft_adapter_path: str | None = None  # the SFT adapter, when a negatives stage followed
+    merged_path: str | None = None
+    mlflow_run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Where progress goes (besides the trainer's own progress bar on stderr)
+
+
+class Reporter:
+    """Receives progress lines and logged metrics; the base class prints lines to stderr."""
+
+    def info(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def metrics(self, stage: str, step: int, max_steps: int, values: Mapping[str, float]) -> None:
+        return None
+
+
+class FanoutReporter(Reporter):
+    def __init__(self, reporters: Sequence[Reporter]):
+        self.reporters = list(reporters)
+
+    def info(self, message: str) -> None:
+        for reporter in self.reporters:
+            reporter.info(message)
+
+    def metrics(self, stage: str, step: int, max_steps: int, values: Mapping[str, float]) -> None:
+        for reporter in self.reporters:
+            reporter.metrics(stage, step, max_steps, values)
+
+
+class PipesReporter(Reporter):
+    """Streams progress to the Dagster event log of the run that launched this process."""
+
+    def __init__(self, pipes):
+        self.pipes = pipes
+
+    def info(self, message: str) -> None:
+        self.pipes.log.info(message)
+
+    def metrics(self, stage: str, step: int, max_steps: int, values: Mapping[str, float]) -> None:
+        shown = "  ".join(f"{k}={v:.4g}" for k, v in values.items())
+        self.pipes.log.info(f"{stage} step {step}/{max_steps}: {shown}")
+
+
+class MlflowRunReporter(Reporter):
+    """One MLflow run per training: params, per-step metrics, final figures, adapter + merged model."""
+
+    def __init__(self, config: TrainConfig, dataset_version: str):
+        from loop_pipeline.core.tracking import TrackingTarget
+
+        default = TrackingTarget.default()
+        tracking = config.tracking
+        self.target = TrackingTarget(tracking.tracking_uri or default.tracking_uri, tracking.artifact_root or default.artifact_root)
+        self.client = self.target.client()
+        experiment = self.target.experiment_id(self.client, tracking.experiment)
+        tags = {
+            "loop.stage": "training",
+            "base_model": config.model.base,
+            "dataset_version": dataset_version,
+            "negative_stage": config.negatives.stage,
+            "system_prompt": config.data.system_prompt,
+        }
+        run = self.client.create_run(experiment, run_name=f"lora-{dataset_version}", tags=tags)
+        self.run_id = run.info.run_id
+        from mlflow.entities import Param
+
+        params = _flatten(config.to_dict())
+        params.pop("tracking.tracking_uri", None)  # may carry credentials
+        names = sorted(params)
+        for start in range(0, len(names), 100):  # log_batch takes at most 100 params
+            self.client.log_batch(self.run_id, params=[Param(k, str(params[k])[:6000]) for k in names[start:start + 100]])
+
+    def metrics(self, stage: str, step: int, max_steps: int, values: Mapping[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(f"{stage}/{k}", float(v), now, step) for k, v in values.items() if math.isfinite(v)]
+        )
+
+    def finish(self, result: TrainResult, output: Path) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        final = {
+            "steps": result.steps,
+            "tokens_per_s": result.tokens_per_s,
+            "seconds_per_step": result.seconds_per_step,
+            "train_seconds": result.train_seconds,
+            "peak_rss_mb": result.peak_rss_mb,
+            "peak_gpu_mb": result.peak_gpu_mb,
+            "initial_loss": result.initial_loss,
+            "final_loss": result.final_loss,
+            "negative_final_loss": result.negative_final_loss,
+        }
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items() if v is not None])
+        self.client.log_artifacts(self.run_id, result.adapter_path, "adapter")
+        if result.merged_path:
+            self.client.log_artifacts(self.run_id, result.merged_path, "merged_model")
+        for name in ("train_result.json", "train_config.json"):
+            self.client.log_artifact(self.run_id, str(output / name))
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+    def fail(self) -> None:
+        self.client.set_terminated(self.run_id, "FAILED")
+
+
+def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, Mapping):
+            out.update(_flatten(item, f"{name}."))
+        else:
+            out[name] = item
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,9 +436,11 @@ def load_tokenizer(base: str):
 
 
 def load_base_model(base: str, dtype):
+    import torch
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    return model.to("cuda") if torch.cuda.is_available() else model
 
 
 def has_generation_markers(tokenizer) -> bool:
@@ -310,12 +464,22 @@ def _read_rows(path: Path, columns: Sequence[str], field_path: str) -> list[dict
     return frame.select(columns).to_dicts()
 
 
-def sft_rows(messages_rows: list[dict[str, Any]], prompt_completion: bool) -> list[dict[str, Any]]:
+def prepare_prompt(messages: Sequence[Mapping[str, Any]], system_prompt: str) -> list[dict[str, str]]:
+    """The prompt as the fine-tuned model sees it: plain role/content turns, without the system
+    turns when it was trained with ``data.system_prompt: drop``. Training, evaluation and serving
+    all go through here, so the three agree."""
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if system_prompt == "drop":
+        plain = [m for m in plain if m["role"] != "system"]
+    return plain
+
+
+def sft_rows(messages_rows: list[dict[str, Any]], prompt_completion: bool, system_prompt: str = "keep") -> list[dict[str, Any]]:
     """Conversational rows -> prompt/completion (all turns but the last / the last assistant turn),
     or kept as ``messages`` (for templates with generation markers)."""
     out = []
     for row in messages_rows:
-        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+        messages = prepare_prompt(row["messages"], system_prompt)
         if not prompt_completion:
             out.append({"messages": messages})
             continue
@@ -326,24 +490,38 @@ def sft_rows(messages_rows: list[dict[str, Any]], prompt_completion: bool) -> li
 
 
 def _plain_messages(value: Any) -> list[dict[str, str]]:
-    return [{"role": m["role"], "content": m["content"]} for m in value]
+    return prepare_prompt(value, "keep")
 
 
-class _LossRecorder:
-    """Collects the trainer's logged losses (a TrainerCallback, built lazily)."""
+class _MetricsCallback:
+    """Collects the trainer's logged losses and hands every log to the reporter (a TrainerCallback,
+    built lazily so this module imports without transformers)."""
 
-    def __new__(cls):
+    def __new__(cls, stage: str, reporter: Reporter):
         from transformers import TrainerCallback
 
-        class Recorder(TrainerCallback):
+        class MetricsCallback(TrainerCallback):
             def __init__(self):
                 self.losses: list[float] = []
+                self.trainer = None  # set after the trainer exists (for the token count)
+                self.started = time.perf_counter()
+
+            def on_train_begin(self, args, state, control, **kwargs):
+                self.started = time.perf_counter()
 
             def on_log(self, args, state, control, logs=None, **kwargs):
-                if logs and "loss" in logs:
+                if not logs:
+                    return
+                if "loss" in logs:
                     self.losses.append(float(logs["loss"]))
+                values = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                elapsed = time.perf_counter() - self.started
+                tokens = getattr(self.trainer, "tokens_seen", 0)
+                if tokens and elapsed > 0:
+                    values["tokens_per_s"] = tokens / elapsed
+                reporter.metrics(stage, int(state.global_step), int(state.max_steps), values)
 
-        return Recorder()
+        return MetricsCallback()
 
 
 def _sft_trainer_class(loss: str):
@@ -378,7 +556,7 @@ def _common_args(config: TrainConfig, output: Path, dtype) -> dict[str, Any]:
         "save_strategy": "no",
         "report_to": [],
         "logging_first_step": True,
-        "disable_tqdm": False,
+        "disable_tqdm": False,  # the progress bar with ETA, on stderr
         "bf16": False,  # the model is loaded in the chosen dtype; no autocast
         "fp16": False,
         "dataloader_num_workers": 0,
@@ -391,6 +569,14 @@ def _peak_rss_mb() -> float:
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
 
 
+def _peak_gpu_mb() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / (1024 * 1024), 1)
+
+
 def _dataset_version(config: TrainConfig) -> str:
     if config.data.version_dir:
         return Path(config.data.version_dir).expanduser().resolve().name
@@ -401,15 +587,15 @@ def _dataset_version(config: TrainConfig) -> str:
 # Training
 
 
-def run_sft(config: TrainConfig, tokenizer, dtype, adapter_dir: Path) -> dict[str, Any]:
+def run_sft(config: TrainConfig, base: str, tokenizer, dtype, adapter_dir: Path, reporter: Reporter) -> dict[str, Any]:
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig
 
     rows = _read_rows(config.data.path("sft"), ["messages"], "data.sft")
     prompt_completion = not has_generation_markers(tokenizer)
-    dataset = Dataset.from_list(sft_rows(rows, prompt_completion))
-    model = load_base_model(config.model.base, dtype)
+    dataset = Dataset.from_list(sft_rows(rows, prompt_completion, config.data.system_prompt))
+    model = load_base_model(base, dtype)
     sft = config.sft
     args = SFTConfig(
         **_common_args(config, Path(config.output_dir) / "sft_run", dtype),
@@ -433,19 +619,26 @@ def run_sft(config: TrainConfig, tokenizer, dtype, adapter_dir: Path) -> dict[st
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    recorder = _LossRecorder()
+    callback = _MetricsCallback("sft", reporter)
     trainer = _sft_trainer_class(sft.loss)(
         model=model,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[recorder],
+        callbacks=[callback],
+    )
+    callback.trainer = trainer
+    per_step = sft.per_device_train_batch_size * sft.gradient_accumulation_steps
+    planned = sft.max_steps or math.ceil(math.ceil(len(dataset) / per_step) * sft.num_train_epochs)
+    reporter.info(
+        f"sft: {len(dataset)} examples, {planned} steps planned, "
+        f"batch {sft.per_device_train_batch_size} x {sft.gradient_accumulation_steps}, {dtype}, {trainer.args.device}"
     )
     seconds = _train_and_save(trainer, tokenizer, adapter_dir)
     return {
         "steps": int(trainer.state.global_step),
-        "losses": recorder.losses,
+        "losses": callback.losses,
         "seconds": seconds,
         "tokens": trainer.tokens_seen,
         "device": str(trainer.args.device),
@@ -462,20 +655,23 @@ def _train_and_save(trainer, tokenizer, adapter_dir: Path) -> float:
     return seconds
 
 
-def run_negatives(config: TrainConfig, tokenizer, dtype, sft_adapter: Path, adapter_dir: Path) -> dict[str, Any]:
+def run_negatives(
+    config: TrainConfig, base: str, tokenizer, dtype, sft_adapter: Path, adapter_dir: Path, reporter: Reporter
+) -> dict[str, Any]:
     """KTO or DPO continuing from the SFT adapter; the reference model is the SFT model (merged)."""
     from datasets import Dataset
     from peft import PeftModel
 
     negatives = config.negatives
     stage = negatives.stage
+    mode = config.data.system_prompt
     if stage == "kto":
         from trl import KTOConfig as StageConfig
         from trl import KTOTrainer as StageTrainer
 
         rows = _read_rows(config.data.path("kto"), ["prompt", "completion", "label"], "data.kto")
         records = [
-            {"prompt": _plain_messages(r["prompt"]), "completion": _plain_messages(r["completion"]), "label": bool(r["label"])}
+            {"prompt": prepare_prompt(r["prompt"], mode), "completion": _plain_messages(r["completion"]), "label": bool(r["label"])}
             for r in rows
         ]
     else:
@@ -485,15 +681,15 @@ def run_negatives(config: TrainConfig, tokenizer, dtype, sft_adapter: Path, adap
         rows = _read_rows(config.data.path("dpo"), ["prompt", "chosen", "rejected"], "data.dpo")
         records = [
             {
-                "prompt": _plain_messages(r["prompt"]),
+                "prompt": prepare_prompt(r["prompt"], mode),
                 "chosen": _plain_messages(r["chosen"]),
                 "rejected": _plain_messages(r["rejected"]),
             }
             for r in rows
         ]
     dataset = Dataset.from_list(records)
-    policy = PeftModel.from_pretrained(load_base_model(config.model.base, dtype), str(sft_adapter), is_trainable=True)
-    reference = PeftModel.from_pretrained(load_base_model(config.model.base, dtype), str(sft_adapter)).merge_and_unload()
+    policy = PeftModel.from_pretrained(load_base_model(base, dtype), str(sft_adapter), is_trainable=True)
+    reference = PeftModel.from_pretrained(load_base_model(base, dtype), str(sft_adapter)).merge_and_unload()
     reference.eval()
     args = StageConfig(
         **_common_args(config, Path(config.output_dir) / f"{stage}_run", dtype),
@@ -505,23 +701,39 @@ def run_negatives(config: TrainConfig, tokenizer, dtype, sft_adapter: Path, adap
         seed=config.sft.seed,
         logging_steps=config.sft.logging_steps,
     )
-    recorder = _LossRecorder()
+    callback = _MetricsCallback(stage, reporter)
     trainer = StageTrainer(
         model=policy,
         ref_model=reference,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[recorder],
+        callbacks=[callback],
     )
+    reporter.info(f"{stage}: {len(dataset)} examples, {negatives.max_steps} steps from the SFT adapter")
     seconds = _train_and_save(trainer, tokenizer, adapter_dir)
-    return {"steps": int(trainer.state.global_step), "losses": recorder.losses, "seconds": seconds}
+    return {"steps": int(trainer.state.global_step), "losses": callback.losses, "seconds": seconds}
 
 
-def main(config: TrainConfig) -> TrainResult:
-    """Train the LoRA adapter described by ``config``; the adapter lands in ``output_dir/adapter``.
+def save_merged(base: str, adapter: Path, target: Path, dtype, merged_dtype: str) -> Path:
+    """Base + adapter merged into one plain model folder (what a server without peft loads)."""
+    import torch
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(load_base_model(base, dtype), str(adapter)).merge_and_unload()
+    if merged_dtype != "same":
+        model = model.to(getattr(torch, merged_dtype))
+    model.save_pretrained(target)
+    load_tokenizer(str(adapter)).save_pretrained(target)
+    return target
+
+
+def main(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
+    """Train the LoRA adapter described by ``config``; the adapter lands in ``output_dir/adapter``,
+    the merged model in ``output_dir/merged``, figures and artifacts in an MLflow run.
 
     torch's thread count is left as the caller set it (tests use 1)."""
+    reporter = reporter or Reporter()
     # Fail fast on the data before loading any model.
     _read_rows(config.data.path("sft"), ["messages"], "data.sft")
     stage = config.negatives.stage
@@ -530,38 +742,69 @@ def main(config: TrainConfig) -> TrainResult:
         if not path.is_file():
             raise ConfigError(f"data.{stage}: file not found: {path}")
 
+    from loop_pipeline.core.models import resolve_base_model
+
     output = Path(config.output_dir).expanduser()
     output.mkdir(parents=True, exist_ok=True)
-    dtype = resolve_dtype(config.model.dtype)
-    tokenizer = load_tokenizer(config.model.base)
-    final_adapter = output / "adapter"
-    sft_adapter = output / "sft_adapter" if stage != "none" else final_adapter
+    cache = Path(config.model.cache_dir).expanduser() if config.model.cache_dir else None
+    base = resolve_base_model(config.model.base, cache, progress=reporter.info)
+    dataset_version = _dataset_version(config)
+    tracker = MlflowRunReporter(config, dataset_version) if config.tracking.enabled else None
+    if tracker:
+        reporter = FanoutReporter([reporter, tracker])
+        reporter.info(f"mlflow run {tracker.run_id} (experiment {config.tracking.experiment})")
+    try:
+        dtype = resolve_dtype(config.model.dtype)
+        tokenizer = load_tokenizer(base)
+        final_adapter = output / "adapter"
+        sft_adapter = output / "sft_adapter" if stage != "none" else final_adapter
 
-    sft = run_sft(config, tokenizer, dtype, sft_adapter)
-    negative = {"steps": 0, "losses": [], "seconds": 0.0}
-    if stage != "none":
-        negative = run_negatives(config, tokenizer, dtype, sft_adapter, final_adapter)
+        sft = run_sft(config, base, tokenizer, dtype, sft_adapter, reporter)
+        negative = {"steps": 0, "losses": [], "seconds": 0.0}
+        if stage != "none":
+            negative = run_negatives(config, base, tokenizer, dtype, sft_adapter, final_adapter, reporter)
+        merged = None
+        if config.export.merged:
+            reporter.info("merging the adapter into the base model")
+            merged = save_merged(base, final_adapter, output / "merged", dtype, config.export.merged_dtype)
 
-    result = TrainResult(
-        adapter_path=str(final_adapter.resolve()),
-        base_model=config.model.base,
-        dataset_version=_dataset_version(config),
-        steps=sft["steps"] + negative["steps"],
-        sft_steps=sft["steps"],
-        negative_stage=stage,
-        negative_steps=negative["steps"],
-        initial_loss=sft["losses"][0] if sft["losses"] else None,
-        final_loss=sft["losses"][-1] if sft["losses"] else None,
-        negative_final_loss=negative["losses"][-1] if negative["losses"] else None,
-        tokens_per_s=round(sft["tokens"] / sft["seconds"], 1) if sft["seconds"] > 0 else 0.0,
-        train_seconds=round(sft["seconds"] + negative["seconds"], 3),
-        peak_rss_mb=_peak_rss_mb(),
-        dtype=str(dtype).replace("torch.", ""),
-        device=sft["device"],
-        sft_adapter_path=str(sft_adapter.resolve()) if stage != "none" else None,
+        result = TrainResult(
+            adapter_path=str(final_adapter.resolve()),
+            base_model=config.model.base,
+            base_model_path=str(base),
+            dataset_version=dataset_version,
+            steps=sft["steps"] + negative["steps"],
+            sft_steps=sft["steps"],
+            negative_stage=stage,
+            negative_steps=negative["steps"],
+            initial_loss=sft["losses"][0] if sft["losses"] else None,
+            final_loss=sft["losses"][-1] if sft["losses"] else None,
+            negative_final_loss=negative["losses"][-1] if negative["losses"] else None,
+            tokens=int(sft["tokens"]),
+            tokens_per_s=round(sft["tokens"] / sft["seconds"], 1) if sft["seconds"] > 0 else 0.0,
+            seconds_per_step=round(sft["seconds"] / sft["steps"], 4) if sft["steps"] else 0.0,
+            train_seconds=round(sft["seconds"] + negative["seconds"], 3),
+            peak_rss_mb=_peak_rss_mb(),
+            peak_gpu_mb=_peak_gpu_mb(),
+            dtype=str(dtype).replace("torch.", ""),
+            device=sft["device"],
+            system_prompt=config.data.system_prompt,
+            sft_adapter_path=str(sft_adapter.resolve()) if stage != "none" else None,
+            merged_path=str(merged.resolve()) if merged else None,
+            mlflow_run_id=tracker.run_id if tracker else None,
+        )
+        (output / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+        (output / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        if tracker:
+            tracker.finish(result, output)
+    except BaseException:
+        if tracker:
+            tracker.fail()
+        raise
+    reporter.info(
+        f"trained {result.steps} steps in {result.train_seconds:.1f} s: loss {result.initial_loss} -> {result.final_loss}, "
+        f"{result.tokens_per_s:.0f} tokens/s, peak RSS {result.peak_rss_mb:.0f} MB"
     )
-    (output / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-    (output / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     return result
 
 
@@ -609,13 +852,42 @@ def load_adapter_and_generate(
 # Entry point
 
 
+def materialization_metadata(result: TrainResult) -> dict[str, Any]:
+    """What the Dagster asset records about a training run."""
+    keys = (
+        "base_model", "dataset_version", "steps", "sft_steps", "negative_stage", "negative_steps", "initial_loss",
+        "final_loss", "negative_final_loss", "tokens", "tokens_per_s", "seconds_per_step", "train_seconds",
+        "peak_rss_mb", "peak_gpu_mb", "dtype", "device", "system_prompt", "adapter_path", "merged_path", "mlflow_run_id",
+    )
+    values = result.to_dict()
+    return {key: values[key] for key in keys if values[key] is not None}
+
+
+def _run_under_pipes() -> int:
+    """Launched by the ``lora_adapter`` asset: config from the Pipes extras, progress to the
+    Dagster event log, the result as the asset's materialization."""
+    from dagster_pipes import open_dagster_pipes
+
+    with open_dagster_pipes() as pipes:
+        config = TrainConfig.from_mapping(pipes.get_extra("train_config"))
+        with contextlib.redirect_stdout(sys.stderr):
+            result = main(config, FanoutReporter([Reporter(), PipesReporter(pipes)]))
+        pipes.report_asset_materialization(metadata=materialization_metadata(result), data_version=result.mlflow_run_id or None)
+    print(json.dumps(result.to_dict()), flush=True)
+    return 0
+
+
 def cli(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m loop_pipeline.core.training",
         description="LoRA SFT (+ optional KTO/DPO) on a dataset version; prints the result as one JSON line.",
     )
-    parser.add_argument("--config", required=True, help="train config YAML (see configs/train/tiny.yaml)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="train config YAML (see configs/train/tiny.yaml)")
+    source.add_argument("--pipes", action="store_true", help="launched by Dagster Pipes: the config comes in the extras")
     args = parser.parse_args(argv)
+    if args.pipes:
+        return _run_under_pipes()
     try:
         config = TrainConfig.from_yaml(args.config)
         # Trainer logs are printed to stdout: keep stdout for the one result line.

@@ -45,9 +45,22 @@ class LoopStorage(dg.ConfigurableResource):
     # Versioned datasets; default: `datasets` beside the warehouse (both under LOOP_HOME).
     datasets_dir: Optional[str] = None
 
+    # Base-model cache and training runs; default: `models` beside the warehouse.
+    models_dir: Optional[str] = None
+
     @property
     def datasets_root(self) -> Path:
         return Path(self.datasets_dir) if self.datasets_dir else Path(self.warehouse_dir).parent / "datasets"
+
+    @property
+    def models_root(self) -> Path:
+        return Path(self.models_dir) if self.models_dir else Path(self.warehouse_dir).parent / "models"
+
+    def latest_dataset_version(self) -> str:
+        latest = self.datasets_root / "LATEST"
+        if not latest.is_file():
+            raise FileNotFoundError(f"no dataset version under {self.datasets_root}: materialize training_datasets first")
+        return latest.read_text(encoding="utf-8").strip()
 
     def _landing_files(self, day: str | None = None) -> list[tuple[str, str, str, dict]]:
         """(day, record kind, path relative to the landing root, fsspec info) of each landing file."""

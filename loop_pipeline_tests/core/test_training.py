@@ -25,6 +25,7 @@ from loop_pipeline.core.training import (
     TrainConfig,
     load_adapter_and_generate,
     main,
+    prepare_prompt,
 )
 from loop_pipeline.schemas.traces import MESSAGES_DTYPE
 from loop_pipeline.settings import REPO_ROOT, ConfigError
@@ -98,6 +99,10 @@ def _config(workspace, out: Path, **overrides) -> dict:
         },
         "negatives": {"stage": "none"},
         "data": {"version_dir": str(workspace["version"])},
+        "tracking": {
+            "tracking_uri": f"sqlite:///{workspace['root'] / 'mlflow.db'}",
+            "artifact_root": (workspace["root"] / "mlflow-artifacts").as_uri(),
+        },
         "output_dir": str(out),
     }
     for section, values in overrides.items():
@@ -229,3 +234,50 @@ def test_module_entry_prints_one_json_line(workspace, tmp_path):
     )
     assert failed.returncode == 2 and failed.stdout == ""
     assert "lora.r: must be a positive integer" in failed.stderr
+
+
+def test_system_prompt_drop_trains_without_the_system_turn(workspace, tmp_path):
+    raw = _config(workspace, tmp_path / "out", sft={"max_steps": 60}, data={"system_prompt": "drop"}, export={"merged": False})
+    result = main(TrainConfig.from_mapping(raw))
+    assert result.system_prompt == "drop" and result.merged_path is None
+    prompts = [("my refund is wrong", "billing"), ("help with hotel please", "travel")]
+    answers = load_adapter_and_generate(
+        str(workspace["model"]),
+        result.adapter_path,
+        [prepare_prompt([{"role": "system", "content": SYSTEM}, {"role": "user", "content": t}], "drop") for t, _ in prompts],
+        max_new_tokens=8,
+    )
+    assert answers == [label for _, label in prompts]
+
+
+def test_prepare_prompt_drops_only_system_turns():
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "u", "extra": 1}]
+    assert prepare_prompt(messages, "drop") == [{"role": "user", "content": "u"}]
+    assert prepare_prompt(messages, "keep") == [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+
+
+def test_packaged_model_without_its_package_is_a_clear_error(monkeypatch, tmp_path):
+    from loop_pipeline.core import models
+
+    monkeypatch.setitem(
+        models.PACKAGED_MODELS, "missing-model", models.PackagedGguf("no_such_package_xyz", "m.gguf", "pip install it")
+    )
+    with pytest.raises(ConfigError, match="package no_such_package_xyz is not installed; pip install it"):
+        models.resolve_base_model("missing-model", tmp_path)
+    assert models.resolve_base_model(str(tmp_path), tmp_path) == str(tmp_path)  # a folder is used as given
+
+
+def test_smollm2_resolves_to_a_converted_cached_folder(tmp_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from loop_pipeline.core.models import resolve_base_model
+
+    folder = Path(resolve_base_model("smollm2-135m-instruct", tmp_path))
+    assert folder == tmp_path / "smollm2-135m-instruct"
+    config = AutoConfig.from_pretrained(folder)
+    assert config.model_type == "llama" and config.hidden_size == 576 and config.num_hidden_layers == 30
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert "<|im_start|>" in tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    assert resolve_base_model("smollm2-135m-instruct", tmp_path) == str(folder)  # cached: not converted again
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp

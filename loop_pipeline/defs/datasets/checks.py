@@ -15,10 +15,7 @@ from loop_pipeline.resources import LoopStorage
 
 def latest_datasets(storage: LoopStorage) -> tuple[str, dict[str, pl.DataFrame]]:
     root = storage.datasets_root
-    latest = root / "LATEST"
-    if not latest.is_file():
-        raise FileNotFoundError(f"no dataset version under {root}: materialize training_datasets first")
-    version = latest.read_text(encoding="utf-8").strip()
+    version = storage.latest_dataset_version()
     return version, {name: pl.read_parquet(root / version / f"{name}.parquet") for name in DATASET_NAMES}
 
 
