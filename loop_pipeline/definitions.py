@@ -10,12 +10,12 @@ import dagster as dg
 
 import loop_pipeline  # noqa: F401  (sets the no-telemetry environment first)
 from loop_pipeline.core.tracking import TrackingTarget
-from loop_pipeline.defs import datasets, ingest, scoring, training
+from loop_pipeline.defs import datasets, evaluation, ingest, scoring, training
 from loop_pipeline.resources import LoopStorage, MlflowTracking
 from loop_pipeline.resources.trainer import K8sTrainerLauncher, TrainerLauncher
 from loop_pipeline.settings import landing_url, paths
 
-STAGES = (ingest.defs, scoring.defs, datasets.defs, training.defs)
+STAGES = (ingest.defs, scoring.defs, datasets.defs, training.defs, evaluation.defs)
 
 
 def build_trainer() -> TrainerLauncher:

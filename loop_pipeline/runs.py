@@ -141,10 +141,57 @@ def materialize_datasets(
     }
 
 
-def run_demo(
-    days: int = 7, traces_per_day: int = 1000, seed: int = 0, progress: Callable[[str], None] | None = None
+def materialize_training(
+    train_config: str | None = None,
+    max_steps: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    instance: dg.DagsterInstance | None = None,
 ) -> dict[str, Any]:
-    """Simulate a week of CLINC150 traffic into the landing folder and ingest it through Dagster."""
+    """lora_adapter on the latest dataset version: the trainer runs in its own process (Dagster
+    Pipes) and prints its progress bar to this terminal; returns the materialization metadata."""
+    from loop_pipeline.definitions import build_defs
+
+    say = progress or (lambda _: None)
+    defs = build_defs()
+    instance = instance or _instance()
+    config = {k: v for k, v in {"train_config": train_config, "max_steps": max_steps}.items() if v is not None}
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=dg.AssetSelection.assets("lora_adapter"),
+        instance=instance,
+        resources=defs.resources,
+        run_config={**_QUIET, "ops": {"lora_adapter": {"config": config}}},
+        raise_on_error=False,
+    )
+    materialized = result.asset_materializations_for_node("lora_adapter")
+    if not materialized:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        message = failure.step_failure_data.error.to_string() if failure else "see the run's event log"
+        raise RuntimeError(f"lora_adapter failed (run {result.run_id}): {message}")
+    metadata = {key: value.value for key, value in materialized[0].metadata.items()}
+    say(
+        f"lora_adapter: {metadata['sft_steps']} steps, loss {metadata.get('initial_loss', float('nan')):.3f} -> "
+        f"{metadata.get('final_loss', float('nan')):.3f}, {metadata['tokens_per_s']:.0f} tokens/s, "
+        f"{metadata['seconds_per_step']:.2f} s/step, peak RSS {metadata['peak_rss_mb']:.0f} MB "
+        f"(MLflow run {metadata.get('mlflow_run_id')})"
+    )
+    return {"run_id": result.run_id, **metadata}
+
+
+DEMO_DOMAINS = ("banking", "credit_cards", "travel")
+
+
+def run_demo(
+    days: int = 7,
+    traces_per_day: int = 1000,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    domains: tuple[str, ...] | None = DEMO_DOMAINS,
+    train: bool = True,
+    train_max_steps: int | None = None,
+) -> dict[str, Any]:
+    """Simulate a week of CLINC150 traffic (3 domains by default) into the landing folder, ingest,
+    score and version it through Dagster, then fine-tune SmolLM2-135M on it (``train``)."""
     from loop_pipeline.core.scoring import describe_threshold
     from loop_pipeline.core.simulate import SimulationConfig, simulate
     from loop_pipeline.settings import paths
@@ -152,10 +199,15 @@ def run_demo(
     say = progress or (lambda _: None)
     home = paths()
     say(f"LOOP_HOME={home.home}")
-    config = SimulationConfig.from_config({"days": days, "traces_per_day": traces_per_day, "seed": seed})
-    say(f"[1/4] simulating {days} days x {traces_per_day} CLINC150 calls into {home.landing}")
+    steps = 6 if train else 4
+    overrides: dict[str, Any] = {"days": days, "traces_per_day": traces_per_day, "seed": seed}
+    if domains:
+        overrides["domains"] = list(domains)
+    config = SimulationConfig.from_config(overrides)
+    scope = f"{', '.join(domains)} + out-of-scope" if domains else "all domains"
+    say(f"[1/{steps}] simulating {days} days x {traces_per_day} CLINC150 calls ({scope}) into {home.landing}")
     simulation = simulate(config, home.landing, progress=say)
-    say("[2/4] ingesting every landing day through Dagster (ingest_job, blocking checks)")
+    say(f"[2/{steps}] ingesting every landing day through Dagster (ingest_job, blocking checks)")
     partitions = materialize_ingest(progress=say)
     totals = {
         key: sum(p[key] for p in partitions) for key in ("records_in", "valid", "duplicates", "quarantined")
@@ -164,20 +216,31 @@ def run_demo(
         f"ingested {totals['records_in']} records: {totals['valid']} valid, "
         f"{totals['duplicates']} duplicates, {totals['quarantined']} quarantined"
     )
-    say("[3/4] scoring: signals, calibrated p_good, thresholds per task type (MLflow runs)")
+    say(f"[3/{steps}] scoring: signals, calibrated p_good, thresholds per task type (MLflow runs)")
     scored = materialize_scoring(partitions=None, progress=say)
     for task_type, entry in scored["thresholds"].items():
         say("  " + describe_threshold(task_type, entry))
     for name, row in sorted((scored["comparison"] or {}).items(), key=lambda item: -item[1]["kept"]):
         rate = "n/a (keeps nothing)" if row["true_error_rate"] is None else f"{row['true_error_rate']:.4f}"
         say(f"  filter {name:<10} kept {row['kept']:>6}  true error rate {rate}")
-    say("[4/4] datasets: redact, deduplicate, split (frozen holdout), version, expectations")
+    say(f"[4/{steps}] datasets: redact, deduplicate, split (frozen holdout), version, expectations")
     built = materialize_datasets(progress=say)
     for name, rows in built["rows"].items():
         say(f"  {name:<8} {rows:>6} rows")
+    trained = None
+    evaluation = None
+    if train:
+        if built["blocked_by"]:
+            raise RuntimeError(f"dataset version {built['version']} is blocked by {sorted(built['blocked_by'])}: not training on it")
+        say(f"[5/{steps}] training: LoRA on SmolLM2-135M-Instruct (lora_adapter, trainer in a Dagster Pipes subprocess)")
+        trained = materialize_training(max_steps=train_max_steps, progress=say)
+        say(f"[6/{steps}] evaluation: the candidate on the frozen holdout, the promotion gate, the MLflow registry")
+        evaluation = materialize_evaluation(progress=say)
     say(f"open the Dagster UI with `make dagster-ui` (DAGSTER_HOME={home.dagster_home}), MLflow with `make mlflow-ui`")
     return {
-        "demo": "ingest+scoring+datasets",
+        "demo": "ingest+scoring+datasets" + ("+training+evaluation" if train else ""),
+        "training": trained,
+        "evaluation": eval_summary(evaluation["outcome"]) | {"registered": evaluation["registered"]} if evaluation else None,
         "loop_home": str(home.home),
         "simulation": simulation.to_dict(),
         "ingest": totals,
@@ -193,4 +256,111 @@ def run_demo(
             }
             for p in partitions
         ],
+    }
+
+
+def materialize_evaluation(
+    max_examples: int | None = None,
+    progress: Callable[[str], None] | None = None,
+    instance: dg.DagsterInstance | None = None,
+) -> dict[str, Any]:
+    """holdout_eval, its blocking gate checks and registered_model in one run. A refused candidate
+    does not raise: the result says which check failed and why."""
+    from loop_pipeline.definitions import build_defs
+
+    say = progress or (lambda _: None)
+    defs = build_defs()
+    instance = instance or _instance()
+    config = {"max_examples": max_examples} if max_examples else {}
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=dg.AssetSelection.assets("holdout_eval", "registered_model"),
+        instance=instance,
+        resources=defs.resources,
+        run_config={**_QUIET, "ops": {"holdout_eval": {"config": config}}},
+        raise_on_error=False,
+    )
+    if not result.asset_materializations_for_node("holdout_eval"):
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        message = failure.step_failure_data.error.to_string() if failure else "see the run's event log"
+        raise RuntimeError(f"holdout_eval failed (run {result.run_id}): {message}")
+    storage = defs.resources["storage"]
+    outcome = storage.read_document("holdout_eval")
+    checks = {e.check_name: {"passed": e.passed, "why": e.description} for e in result.get_asset_check_evaluations()}
+    registered = storage.read_document("registered_model") if result.asset_materializations_for_node("registered_model") else None
+    for name, check in sorted(checks.items()):
+        say(f"  {'ok  ' if check['passed'] else 'FAIL'} {name}: {check['why']}")
+    if registered:
+        say(f"promoted: {registered['model_name']} v{registered['champion']} is the champion (previous: {registered['previous']})")
+    else:
+        say("not promoted: the gate refused the candidate (see the failing checks above)")
+    return {"run_id": result.run_id, "outcome": outcome, "checks": checks, "registered": registered}
+
+
+def evaluate_candidate_now(
+    model: str | None = None,
+    adapter: str | None = None,
+    system_prompt: str | None = None,
+    max_examples: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """`loop eval`: the latest training run's model (or ``model`` [+ ``adapter``]) on the holdout of
+    its dataset version (or the latest), with the same gate as the Dagster checks; registers nothing."""
+    from loop_pipeline.core.evaluation import Candidate, EvalConfig, run_evaluation
+    from loop_pipeline.definitions import build_defs
+    from loop_pipeline.defs.evaluation.assets import champion_candidate, dataset_check_results, frontier_cost_per_request
+
+    defs = build_defs()
+    storage = defs.resources["storage"]
+    if model:
+        trained = {"dataset_version": storage.latest_dataset_version(), "mlflow_run_id": None, "base_model": model, "adapter_path": adapter}
+        candidate = Candidate(model, adapter, system_prompt or "keep", model)
+    else:
+        trained = storage.read_document("lora_adapter")
+        candidate = Candidate.from_training(trained)
+        if system_prompt:
+            candidate = Candidate(candidate.model_path, candidate.adapter_path, system_prompt, candidate.label)
+    instance = _instance()
+    config = EvalConfig.load({"max_examples": max_examples} if max_examples else None)
+    outcome = run_evaluation(
+        trained,
+        storage.datasets_root,
+        config,
+        tracking=defs.resources["mlflow"].target(),
+        frontier_cost=lambda ids: frontier_cost_per_request(storage, ids),
+        dataset_checks=lambda version: dataset_check_results(instance, version),
+        champion=champion_candidate,
+        progress=progress,
+        candidate=candidate,
+    )
+    return outcome
+
+
+def eval_summary(outcome: dict[str, Any]) -> dict[str, Any]:
+    """The one JSON line of `loop eval`."""
+    report = outcome["report"]
+    return {
+        "model": report["model"],
+        "dataset_version": report["dataset_version"],
+        "target_agreement": report["target_agreement"],
+        "tasks": {
+            name: {
+                "agreement": t["agreement"],
+                "accuracy_vs_gold": t["accuracy_vs_gold"],
+                "accuracy_vs_sim_gold": t["accuracy_vs_sim_gold"],
+                "threshold": t["threshold"],
+                "coverage_at_target": t["coverage"],
+                "served_agreement": t["served_agreement"],
+                "out_of_scope_escalated": t["out_of_scope_escalated"],
+            }
+            for name, t in report["tasks"].items()
+        },
+        "coverage": report["coverage"],
+        "blended_cost_ratio": report["cost"]["blended_cost_ratio"],
+        "requests_per_s": report["requests_per_s"],
+        "decision": {
+            "promote": outcome["decision"]["promote"],
+            "reasons": {name: part["reasons"] for name, part in outcome["decision"]["parts"].items()},
+        },
+        "mlflow_run_id": outcome.get("mlflow_run_id"),
     }

@@ -8,7 +8,7 @@ from loop_pipeline.settings import paths
 
 
 def test_demo_simulates_and_ingests_every_landing_day(loop_home):
-    summary = run_demo(days=2, traces_per_day=60, seed=3)
+    summary = run_demo(days=2, traces_per_day=60, seed=3, train=False)
     simulated = summary["simulation"]
     assert summary["loop_home"] == str(loop_home.resolve())
     assert summary["ingest"]["records_in"] == simulated["traces"] + simulated["feedback_events"]
@@ -30,10 +30,10 @@ def test_demo_simulates_and_ingests_every_landing_day(loop_home):
 
 
 def test_rerunning_the_demo_rewrites_identical_tables(loop_home):
-    first = run_demo(days=1, traces_per_day=40, seed=1)
+    first = run_demo(days=1, traces_per_day=40, seed=1, train=False)
     tables = sorted((loop_home / "warehouse").rglob("*.parquet"))
     before = {p: p.read_bytes() for p in tables}
-    second = run_demo(days=1, traces_per_day=40, seed=1)
+    second = run_demo(days=1, traces_per_day=40, seed=1, train=False)
     assert {p: p.read_bytes() for p in sorted((loop_home / "warehouse").rglob("*.parquet"))} == before
     # Same inputs, same dataset version, reused rather than rewritten.
     assert second["datasets"]["version"] == first["datasets"]["version"]

@@ -58,6 +58,11 @@ def resolve_base_model(base: str, cache_dir: Path | None = None, progress: Calla
     say = progress or (lambda _: None)
     gguf = packaged_gguf_path(base)
     say(f"converting {gguf.name} to a transformers folder under {target} (once)")
+    return str(convert_gguf(gguf, target))
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantize a GGUF checkpoint into a plain transformers folder, atomically (staging + rename)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     # dequantize=True: a quantized GGUF model can be neither saved nor trained.
@@ -74,4 +79,4 @@ def resolve_base_model(base: str, cache_dir: Path | None = None, progress: Calla
     if target.exists():  # an interrupted earlier conversion (no marker)
         shutil.rmtree(target)
     os.replace(staging, target)
-    return str(target)
+    return target

@@ -154,6 +154,8 @@ class SftSection:
     seed: int = _checked(42, _non_negative_int)
     logging_steps: int = _checked(10, _positive_int)
     packing: bool = _checked(False, _boolean)
+    # trl turns it on by default; for a 135M model memory is not the limit and it costs ~2x compute.
+    gradient_checkpointing: bool = _checked(False, _boolean)
     loss: str = _checked("model", _choice("model", "trl"))
 
 
@@ -299,13 +301,18 @@ class TrainResult:
 
 
 class Reporter:
-    """Receives progress lines and logged metrics; the base class prints lines to stderr."""
+    """Receives progress lines and logged metrics (the base class drops them)."""
 
     def info(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        return None
 
     def metrics(self, stage: str, step: int, max_steps: int, values: Mapping[str, float]) -> None:
         return None
+
+
+class StderrReporter(Reporter):
+    def info(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
 
 
 class FanoutReporter(Reporter):
@@ -451,17 +458,18 @@ def has_generation_markers(tokenizer) -> bool:
 
 
 def _read_rows(path: Path, columns: Sequence[str], field_path: str) -> list[dict[str, Any]]:
-    import polars as pl
+    import pyarrow.parquet as pq  # not polars: the trainer runs on GPU images without it
 
     if not path.is_file():
         raise ConfigError(f"{field_path}: file not found: {path}")
-    frame = pl.read_parquet(path)
-    missing = [c for c in columns if c not in frame.columns]
+    schema = pq.read_schema(path)
+    missing = [c for c in columns if c not in schema.names]
     if missing:
-        raise ConfigError(f"{field_path}: {path} lacks column(s) {missing}; has {frame.columns}")
-    if frame.height == 0:
+        raise ConfigError(f"{field_path}: {path} lacks column(s) {missing}; has {schema.names}")
+    table = pq.read_table(path, columns=list(columns))
+    if table.num_rows == 0:
         raise ConfigError(f"{field_path}: {path} has no rows")
-    return frame.select(columns).to_dicts()
+    return table.to_pylist()
 
 
 def prepare_prompt(messages: Sequence[Mapping[str, Any]], system_prompt: str) -> list[dict[str, str]]:
@@ -608,6 +616,7 @@ def run_sft(config: TrainConfig, base: str, tokenizer, dtype, adapter_dir: Path,
         seed=sft.seed,
         logging_steps=sft.logging_steps,
         packing=sft.packing,
+        gradient_checkpointing=sft.gradient_checkpointing,
         completion_only_loss=True if prompt_completion else None,
         assistant_only_loss=not prompt_completion,
     )
@@ -733,7 +742,7 @@ def main(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
     the merged model in ``output_dir/merged``, figures and artifacts in an MLflow run.
 
     torch's thread count is left as the caller set it (tests use 1)."""
-    reporter = reporter or Reporter()
+    reporter = reporter or StderrReporter()
     # Fail fast on the data before loading any model.
     _read_rows(config.data.path("sft"), ["messages"], "data.sft")
     stage = config.negatives.stage
@@ -855,7 +864,7 @@ def load_adapter_and_generate(
 def materialization_metadata(result: TrainResult) -> dict[str, Any]:
     """What the Dagster asset records about a training run."""
     keys = (
-        "base_model", "dataset_version", "steps", "sft_steps", "negative_stage", "negative_steps", "initial_loss",
+        "base_model", "base_model_path", "dataset_version", "steps", "sft_steps", "negative_stage", "negative_steps", "initial_loss",
         "final_loss", "negative_final_loss", "tokens", "tokens_per_s", "seconds_per_step", "train_seconds",
         "peak_rss_mb", "peak_gpu_mb", "dtype", "device", "system_prompt", "adapter_path", "merged_path", "mlflow_run_id",
     )
@@ -871,7 +880,7 @@ def _run_under_pipes() -> int:
     with open_dagster_pipes() as pipes:
         config = TrainConfig.from_mapping(pipes.get_extra("train_config"))
         with contextlib.redirect_stdout(sys.stderr):
-            result = main(config, FanoutReporter([Reporter(), PipesReporter(pipes)]))
+            result = main(config, FanoutReporter([StderrReporter(), PipesReporter(pipes)]))
         pipes.report_asset_materialization(metadata=materialization_metadata(result), data_version=result.mlflow_run_id or None)
     print(json.dumps(result.to_dict()), flush=True)
     return 0
