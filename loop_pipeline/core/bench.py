@@ -101,6 +101,105 @@ def _pick(options: pl.Series, index: pl.Expr) -> pl.Expr:
     return pl.lit(options).gather(index)
 
 
+def _concat(*pieces: str | pl.Expr) -> pl.Expr:
+    return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in pieces])
+
+
+def _json_string(expr: pl.Expr) -> pl.Expr:
+    """A text column as a JSON string literal (quotes and escapes included)."""
+    return pl.struct(expr.alias("v")).struct.json_encode().str.slice(5).str.strip_suffix("}")
+
+
+def _attribute(key: str, kind: str, value: pl.Expr) -> pl.Expr:
+    literal = _json_string(value) if kind in ("stringValue", "intValue") else value.cast(pl.String)
+    return _concat('{"key":"', key, '","value":{"', kind, '":', literal, "}}")
+
+
+def synthetic_otlp_lines(rows: int, bad_rate: float = 0.0, seed: int = 0) -> pl.Series:
+    """``rows`` OTLP/JSON export requests, one per line, each with one resource, one scope and one
+    ``chat`` span (gen_ai.* attributes, input / output messages as JSON text with text parts);
+    every 10th span carries a ``gen_ai.evaluation.result`` event. Every ``1/bad_rate``-th line is
+    broken in one of four ways (truncated, negative tokens, tokens as words, no span id)."""
+    index = pl.int_range(0, rows, dtype=pl.Int64, eager=True).alias("i")
+    mix = (pl.col("i") * 2654435761 + seed) % 1_000_003
+    words = pl.Series(_WORDS)
+    user_text = pl.concat_str(
+        [pl.lit("hi,"), *[pl.lit(" ") + _pick(words, (mix // (k + 1)) % len(words)) for k in range(14)]]
+    )
+    label = _pick(pl.Series(_LABELS), mix % len(_LABELS))
+    start_ns = pl.lit(1_793_527_200_000_000_000, dtype=pl.Int64) + pl.col("i") * 86_000_000
+    end_ns = start_ns + (180 + mix % 900) * 1_000_000
+
+    def message(role: str, content: pl.Expr) -> pl.Expr:
+        return _concat('{"role":"', role, '","parts":[{"type":"text","content":', _json_string(content), "}]}")
+
+    input_messages = _concat("[", message("system", pl.lit(_SYSTEM_PROMPT)), ",", message("user", user_text), "]")
+    output_messages = _concat(
+        '[{"role":"assistant","parts":[{"type":"text","content":', _json_string(label), '}],"finish_reason":"stop"}]'
+    )
+    trace_id = pl.format("{}", (pl.col("i") * 1_000_003 + seed).hash(seed=seed)).str.pad_start(20, "0")
+    attributes = pl.concat_str(
+        [
+            _attribute("gen_ai.operation.name", "stringValue", pl.lit("chat")),
+            _attribute("gen_ai.provider.name", "stringValue", pl.lit("openai")),
+            _attribute("gen_ai.request.model", "stringValue", pl.lit("gpt-4o")),
+            _attribute("gen_ai.response.model", "stringValue", pl.lit("gpt-4o-2024-08-06")),
+            _attribute("gen_ai.response.id", "stringValue", pl.format("chatcmpl-{}", pl.col("i"))),
+            _attribute("gen_ai.usage.input_tokens", "intValue", (60 + mix % 40).cast(pl.String)),
+            _attribute("gen_ai.usage.output_tokens", "intValue", (2 + mix % 5).cast(pl.String)),
+            _attribute("gen_ai.conversation.id", "stringValue", pl.format("session-{}", mix % 50000)),
+            _attribute("user.id", "stringValue", pl.format("user-{}", mix % 5000)),
+            _attribute("task_type", "stringValue", pl.lit("intent")),
+            _attribute("gen_ai.input.messages", "stringValue", input_messages),
+            _attribute("gen_ai.output.messages", "stringValue", output_messages),
+        ],
+        separator=",",
+    )
+    evaluation = _concat(
+        '[{"timeUnixNano":"',
+        (end_ns + 5_000_000_000).cast(pl.String),
+        '","name":"gen_ai.evaluation.result","attributes":[',
+        _attribute("gen_ai.evaluation.name", "stringValue", pl.lit("correctness")),
+        ",",
+        _attribute("gen_ai.evaluation.score.value", "doubleValue", ((mix % 100).cast(pl.Float64) / 100)),
+        "]}]",
+    )
+    events = pl.when(pl.col("i") % 10 == 0).then(evaluation).otherwise(pl.lit("[]"))
+    span = _concat(
+        '{"traceId":"', trace_id.str.pad_start(32, "0"),
+        '","spanId":"', trace_id.str.slice(4, 16),
+        '","parentSpanId":"","name":"chat gpt-4o","kind":3,"startTimeUnixNano":"', start_ns.cast(pl.String),
+        '","endTimeUnixNano":"', end_ns.cast(pl.String),
+        '","attributes":[', attributes, '],"events":', events, ',"status":{"code":1}}',
+    )
+    line = _concat(
+        '{"resourceSpans":[{"resource":{"attributes":[',
+        _attribute("service.name", "stringValue", pl.lit("support-bot")),
+        ']},"scopeSpans":[{"scope":{"name":"opentelemetry.instrumentation.openai_v2","version":"2.1b0"},"spans":[',
+        span,
+        "]}]}]}",
+    )
+    lines = pl.DataFrame(index).select(line.alias("line")).to_series()
+    if bad_rate <= 0:
+        return lines
+    every = max(int(round(1 / bad_rate)), 1)
+    position = pl.int_range(0, rows, dtype=pl.Int64, eager=True)
+    frame = pl.DataFrame({"line": lines, "broken": (position % every) == (every - 1), "variant": (position // every) % 4})
+    text = pl.col("line")
+    return frame.select(
+        pl.when(~pl.col("broken"))
+        .then(text)
+        .when(pl.col("variant") == 0)
+        .then(text.str.slice(0, text.str.len_chars() // 2))  # truncated write
+        .when(pl.col("variant") == 1)
+        .then(text.str.replace(r'"gen_ai.usage.input_tokens","value":\{"intValue":"', '"gen_ai.usage.input_tokens","value":{"intValue":"-'))
+        .when(pl.col("variant") == 2)
+        .then(text.str.replace(r'"gen_ai.usage.output_tokens","value":\{"intValue":"\d+"', '"gen_ai.usage.output_tokens","value":{"stringValue":"many"'))
+        .otherwise(text.str.replace(r'"spanId":"[0-9]+",', ""))  # no span id
+        .alias("line")
+    ).to_series()
+
+
 def write_lines(lines: pl.Series, path: Path) -> None:
     pl.DataFrame({"line": lines}).write_csv(path, include_header=False, quote_style="never")
 
@@ -122,6 +221,31 @@ def _phase_ingest(path: str) -> dict[str, Any]:
     result = ingest(discover([path], record_kind="trace"))
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "rows": result.traces.height, "summary": result.summary()}
+
+
+def _phase_baseline_otlp(path: str) -> dict[str, Any]:
+    """Bare parsing of an OTLP/JSON file: ``json.loads`` of every line, nothing mapped.
+
+    (``polars.read_ndjson`` is no baseline here: inferring and building the nested OTLP schema
+    takes several times longer than the whole ingest.)
+    """
+    start = time.perf_counter()
+    rows = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.strip():
+                json.loads(line)
+                rows += 1
+    return {"seconds": time.perf_counter() - start, "rows": rows}
+
+
+def _phase_ingest_otlp(path: str) -> dict[str, Any]:
+    from loop_pipeline.core.ingest import discover, ingest
+
+    start = time.perf_counter()
+    result = ingest(discover([path]), source_format="otlp")
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "rows": result.traces.height, "feedback": result.feedback.height, "summary": result.summary()}
 
 
 def _phase_generate_scored(folder: str, rows: str) -> dict[str, Any]:
@@ -192,9 +316,10 @@ def _phase_datasets(folder: str) -> dict[str, Any]:
     }
 
 
-def _phase_generate(path: str, rows: str, bad_rate: str) -> dict[str, Any]:
+def _phase_generate(path: str, rows: str, bad_rate: str, source_format: str = "native") -> dict[str, Any]:
     start = time.perf_counter()
-    write_lines(synthetic_trace_lines(int(rows), float(bad_rate)), Path(path))
+    generate = synthetic_otlp_lines if source_format == "otlp" else synthetic_trace_lines
+    write_lines(generate(int(rows), float(bad_rate)), Path(path))
     return {"seconds": time.perf_counter() - start, "rows": int(rows)}
 
 
@@ -205,6 +330,8 @@ PHASES: dict[str, Callable[..., dict[str, Any]]] = {
     "datasets": _phase_datasets,
     "baseline": _phase_baseline,
     "ingest": _phase_ingest,
+    "baseline_otlp": _phase_baseline_otlp,
+    "ingest_otlp": _phase_ingest_otlp,
 }
 
 
@@ -265,39 +392,50 @@ def bench_ingest(
     workdir: Path | None = None,
     progress: Callable[[str], None] | None = None,
     repeat: int = 1,
+    source_format: str = "native",
 ) -> dict[str, Any]:
-    """Bare ``read_ndjson`` vs the ingest path (read, validate, quarantine, dedup, cost) on one file.
+    """Bare parsing vs the ingest path (read, map, validate, quarantine, dedup, cost) on one file.
 
+    ``native``: our JSONL against ``polars.read_ndjson``. ``otlp``: OTLP/JSON export requests (one
+    chat span each, every 10th with an evaluation event) against ``json.loads`` of every line.
     With ``bad_rate`` > 0 the ingest reads the file with broken lines and the baseline its clean
-    twin (``read_ndjson`` cannot read a broken file at all).
+    twin (a bare parser cannot read a broken file at all).
     """
+    if source_format not in ("native", "otlp"):
+        raise ValueError(f"source_format must be native or otlp, not {source_format!r}")
     say = progress or (lambda _: None)
+    otlp = source_format == "otlp"
+    baseline_phase, ingest_phase = ("baseline_otlp", "ingest_otlp") if otlp else ("baseline", "ingest")
+    baseline_name = "json.loads per line" if otlp else "polars.read_ndjson"
     with tempfile.TemporaryDirectory(dir=workdir) as folder:
-        clean = Path(folder) / "traces.jsonl"
-        say(f"generating {rows:,} synthetic traces ...")
-        run_phase("generate", clean, rows, 0.0)
+        clean = Path(folder) / ("otlp.jsonl" if otlp else "traces.jsonl")
+        say(f"generating {rows:,} synthetic {'OTLP/JSON export requests' if otlp else 'traces'} ...")
+        run_phase("generate", clean, rows, 0.0, source_format)
         target = clean
         if bad_rate > 0:
-            target = Path(folder) / "traces_with_bad_lines.jsonl"
-            run_phase("generate", target, rows, bad_rate)
+            target = Path(folder) / f"with_bad_lines_{clean.name}"
+            run_phase("generate", target, rows, bad_rate, source_format)
         size_mb = target.stat().st_size / 1e6
-        say(f"file: {size_mb:,.0f} MB; timing polars.read_ndjson (baseline) ...")
-        baseline = _best_of("baseline", clean, repeat)
+        say(f"file: {size_mb:,.0f} MB; timing {baseline_name} (baseline) ...")
+        baseline = _best_of(baseline_phase, clean, repeat)
         say(f"  baseline: {baseline['seconds']:.2f} s, peak RSS {baseline['peak_rss_mb']:,.0f} MB")
-        say("timing loop ingest (read + validate + quarantine + dedup + cost) ...")
-        ingested = _best_of("ingest", target, repeat)
+        say("timing loop ingest (read + map + validate + quarantine + dedup + cost) ...")
+        ingested = _best_of(ingest_phase, target, repeat)
         say(f"  ingest:   {ingested['seconds']:.2f} s, peak RSS {ingested['peak_rss_mb']:,.0f} MB")
     ratio = ingested["seconds"] / baseline["seconds"]
     say(f"ratio ingest / baseline: {ratio:.2f}x, {rows / ingested['seconds']:,.0f} rows/s")
     summary = ingested["summary"]
     return {
         **_versus_baseline(rows, baseline, ingested, "ingest"),
+        "format": source_format,
+        "baseline": baseline_name,
         "bad_rate": bad_rate,
         "file_mb": round(size_mb, 1),
         "repeat": max(repeat, 1),
         "valid": summary["valid"],
         "quarantined": summary["quarantined"],
         "quarantined_by_reason": summary["quarantined_by_reason"],
+        **({"valid_feedback": summary["feedback"]["valid"]} if otlp else {}),
     }
 
 

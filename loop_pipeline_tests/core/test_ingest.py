@@ -81,8 +81,9 @@ def run(paths: list[Path | str], kind: str | None = None, config: IngestConfig =
 
 def assert_accounting(summary: dict[str, Any]) -> None:
     for scope in (summary, summary["traces"], summary["feedback"]):
-        assert scope["records_in"] == scope["valid"] + scope["duplicates"] + scope["quarantined"], scope
+        assert scope["records_in"] == scope["valid"] + scope["duplicates"] + scope["quarantined"] + scope["skipped"], scope
         assert sum(scope["quarantined_by_reason"].values()) == scope["quarantined"], scope
+        assert sum(scope["skipped_by_reason"].values()) == scope["skipped"], scope
     for key in COUNT_KEYS:
         assert summary[key] == summary["traces"][key] + summary["feedback"][key]
 
@@ -286,6 +287,7 @@ def test_accounting_on_a_mixed_folder(tmp_path):
         "valid": 2,
         "duplicates": 1,
         "quarantined": 6,
+        "skipped": 0,
         "quarantined_by_reason": {
             "conflicting_duplicate": 2,
             "malformed_json": 1,
@@ -293,13 +295,16 @@ def test_accounting_on_a_mixed_folder(tmp_path):
             "unparsable_timestamp": 1,
             "wrong_type": 1,
         },
+        "skipped_by_reason": {},
     }
     assert summary["feedback"] == {
         "records_in": 4,
         "valid": 2,
         "duplicates": 1,
         "quarantined": 1,
+        "skipped": 0,
         "quarantined_by_reason": {"invalid_value": 1},
+        "skipped_by_reason": {},
     }
     assert summary["files"] == 2
     assert_accounting(summary)

@@ -1,5 +1,6 @@
 """Ingest: one module per source format; ``pipeline`` turns files into canonical rows + quarantine."""
 
+from loop_pipeline.core.ingest.formats import FOREIGN_FORMATS, FORMAT_CHOICES
 from loop_pipeline.core.ingest.pipeline import (
     IngestConfig,
     IngestInputError,
@@ -10,4 +11,14 @@ from loop_pipeline.core.ingest.pipeline import (
     write_result,
 )
 
-__all__ = ["IngestConfig", "IngestInputError", "IngestResult", "SourceFile", "discover", "ingest", "write_result"]
+__all__ = [
+    "FOREIGN_FORMATS",
+    "FORMAT_CHOICES",
+    "IngestConfig",
+    "IngestInputError",
+    "IngestResult",
+    "SourceFile",
+    "discover",
+    "ingest",
+    "write_result",
+]

@@ -21,7 +21,9 @@ INGEST_GROUP = "ingest"
         dg.AssetSpec(
             RAW_TRACES,
             description="Canonical LLM-call traces that arrived on the day, validated (TraceSchema), "
-            "one row per trace_id; identical copies collapsed, costs computed where the source had none.",
+            "one row per trace_id; identical copies collapsed, costs computed where the source had none. "
+            "Landing files may be native records or exports of other tools (OTel GenAI, OTLP/JSON, OpenInference, "
+            "Langfuse, MLflow, LiteLLM, OpenAI Batch): the format is detected per file.",
             group_name=INGEST_GROUP,
             kinds={"polars", "parquet"},
         ),
@@ -47,11 +49,12 @@ def landed_records(context: dg.AssetExecutionContext, storage: LoopStorage) -> I
     if not sources:
         context.log.warning(f"no landing files for {day} under {storage.landing_url}: writing empty tables")
     result = ingest(sources, progress=context.log.info)
-    summary = result.summary()
+    summary = result.summary(include_sources=True)
     storage.write_summary(day, summary)
+    formats = ", ".join(f"{name}: {entry['files']} file(s)" for name, entry in summary["formats"].items()) or "no files"
     context.log.info(
         f"{day}: {summary['records_in']} records in, {summary['valid']} valid, "
-        f"{summary['duplicates']} duplicates, {summary['quarantined']} quarantined"
+        f"{summary['duplicates']} duplicates, {summary['quarantined']} quarantined, {summary['skipped']} skipped ({formats})"
     )
     tables = ((RAW_TRACES, result.traces, "trace"), (FEEDBACK_EVENTS, result.feedback, "feedback"))
     for key, frame, kind in tables:
@@ -65,8 +68,11 @@ def landed_records(context: dg.AssetExecutionContext, storage: LoopStorage) -> I
             "quarantined": counts.quarantined,
             "files": len(result.files),
         }
+        metadata["skipped"] = counts.skipped
+        metadata["rows_by_source_format"] = dg.MetadataValue.json(_counts_by(frame, "source_format"))
         if kind == "trace":
             metadata["rows_by_task_type"] = dg.MetadataValue.json(_counts_by(frame, "task_type"))
+            metadata["skipped_by_reason"] = dg.MetadataValue.json(counts.skipped_by_reason)
             metadata["cost_usd"] = float(frame.get_column("cost_usd").sum() or 0.0)
         else:
             metadata["rows_by_kind"] = dg.MetadataValue.json(_counts_by(frame, "kind"))

@@ -21,6 +21,9 @@ from loop_pipeline.schemas import FeedbackSchema, QuarantineSchema, TraceSchema
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 
 
+NATIVE_FORMATS = ("native_jsonl", "native_parquet")
+
+
 def count_records(source: SourceFile) -> int:
     """Records in one file, counted without the ingest code: non-blank lines, or Parquet rows.
 
@@ -36,29 +39,58 @@ def count_records(source: SourceFile) -> int:
 
 
 def accounting_result(storage: LoopStorage, day: str, record_kind: str, table: str) -> dg.AssetCheckResult:
-    expected = sum(count_records(s) for s in storage.landing_sources(day) if s.record_kind == record_kind)
+    """Landing records of one kind = valid + collapsed duplicates + quarantined + skipped.
+
+    Native files are recounted from the files themselves (lines, Parquet rows). A file in another
+    format holds records inside its lines (spans in an export request, observations and scores in a
+    Langfuse export): its lines are recounted and must match what ingest read, and its records
+    of this kind are the ones ingest extracted from them (the summary's per-file count).
+    """
+    summary = json.loads(storage.summary_path(day).read_text(encoding="utf-8"))
+    by_file = {entry["file"]: entry for entry in summary.get("sources", [])}
+    expected = 0
+    lines_differ: list[str] = []
+    for source in storage.landing_sources(day):
+        entry = by_file.get(source.name)
+        if entry is None or entry["format"] in NATIVE_FORMATS:
+            if source.record_kind == record_kind:
+                expected += count_records(source)
+            continue
+        if entry["lines"] is not None and count_records(source) != entry["lines"]:
+            lines_differ.append(source.name)
+        # A file of another format that could not be read at all is one quarantined record.
+        expected += entry["records_in"].get(record_kind, 0)
     valid = storage.read_table(table, day).height
     quarantine = storage.read_table(QUARANTINED_RECORDS.path[-1], day)
     quarantined = quarantine.filter(pl.col("record_kind") == record_kind).height
-    summary = json.loads(storage.summary_path(day).read_text(encoding="utf-8"))
-    duplicates = summary["traces" if record_kind == "trace" else "feedback"]["duplicates"]
-    accounted = valid + duplicates + quarantined
+    counts = summary["traces" if record_kind == "trace" else "feedback"]
+    duplicates = counts["duplicates"]
+    skipped = counts.get("skipped", 0)
+    accounted = valid + duplicates + quarantined + skipped
+    passed = accounted == expected and not lines_differ
+    problems = []
+    if accounted != expected:
+        problems.append(f"{expected - accounted} landing records are unaccounted for")
+    if lines_differ:
+        problems.append(f"ingest read a different number of lines than {', '.join(lines_differ)} holds")
     return dg.AssetCheckResult(
-        passed=accounted == expected,
+        passed=passed,
         metadata={
             "records_in_landing": expected,
             "valid": valid,
             "duplicates": duplicates,
             "quarantined": quarantined,
+            "skipped": skipped,
             "unaccounted": expected - accounted,
+            "files_with_unread_lines": len(lines_differ),
         },
-        description=None if accounted == expected else f"{expected - accounted} landing records are unaccounted for",
+        description=None if passed else "; ".join(problems),
     )
 
 
 @dg.asset_check(asset=RAW_TRACES, blocking=True, partitions_def=daily_partitions)
 def raw_traces_records_accounted(context: dg.AssetCheckExecutionContext, storage: LoopStorage) -> dg.AssetCheckResult:
-    """Landing trace records = valid traces + collapsed duplicates + quarantined trace records."""
+    """Landing trace records = valid traces + collapsed duplicates + quarantined + skipped trace records."""
     return accounting_result(storage, context.partition_key, "trace", RAW_TRACES.path[-1])
 
 
@@ -66,7 +98,7 @@ def raw_traces_records_accounted(context: dg.AssetCheckExecutionContext, storage
 def feedback_events_records_accounted(
     context: dg.AssetCheckExecutionContext, storage: LoopStorage
 ) -> dg.AssetCheckResult:
-    """Landing feedback records = valid events + collapsed duplicates + quarantined feedback records."""
+    """Landing feedback records = valid events + collapsed duplicates + quarantined + skipped feedback records."""
     return accounting_result(storage, context.partition_key, "feedback", FEEDBACK_EVENTS.path[-1])
 
 
