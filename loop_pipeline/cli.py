@@ -15,7 +15,8 @@ import loop_pipeline  # noqa: F401  (sets the no-telemetry environment first)
 
 app = typer.Typer(
     name="loop",
-    help="Turn production LLM traffic into a cheaper fine-tuned model: simulate, ingest, bench, demo.",
+    help="Turn production LLM traffic into a cheaper fine-tuned model: simulate, ingest, score, build datasets, "
+    "train, evaluate, promote / roll back, bench, demo.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -96,27 +97,49 @@ def simulate(
 
 @app.command("ingest")
 def ingest_command(
-    paths_in: list[str] = typer.Argument(..., metavar="PATH...", help="Files or folders (JSONL / Parquet); fsspec URLs work."),
+    paths_in: list[str] = typer.Argument(..., metavar="PATH...", help="Files or folders (JSONL / JSON / Parquet); fsspec URLs work."),
     out: Optional[Path] = typer.Option(None, help="Output folder, replaced as a whole (default: $LOOP_HOME/ingested)."),
-    kind: str = typer.Option("auto", help="auto | trace | feedback: what the records are."),
+    kind: str = typer.Option("auto", help="auto | trace | feedback: what native records are."),
+    source_format: str = typer.Option(
+        "auto",
+        "--format",
+        help="auto (detected per file) | native | otel (OTel GenAI spans as attribute objects) | otlp (OTLP/JSON, "
+        "the Collector's file exporter) | openinference | langfuse | mlflow | litellm | openai-batch.",
+    ),
+    batch_input: Optional[list[str]] = typer.Option(
+        None,
+        "--batch-input",
+        help="OpenAI Batch input JSONL joined to batch output lines by custom_id (repeatable); "
+        "input files beside an output file are joined without it.",
+    ),
 ) -> None:
     """Validate trace / feedback files: valid rows by day, the rest quarantined with a reason.
 
+    Formats (detected per file unless --format says): native records, OTel GenAI spans, OTLP/JSON,
+    OpenInference, Langfuse exports and ingestion batches, MLflow 3 traces, LiteLLM payloads, OpenAI Batch.
+
+    Only LLM calls become traces; tool, agent and failed spans are counted as skipped.
+    Scores, annotations and assessments become feedback.
+
+    The summary keeps records_in = valid + duplicates + quarantined + skipped.
     Exit code 0 even when records are quarantined; 2 when nothing could be read.
     """
-    from loop_pipeline.core.ingest import IngestInputError, discover, ingest, write_result
+    from loop_pipeline.core.ingest import FORMAT_CHOICES, IngestInputError, discover, ingest, write_result
     from loop_pipeline.settings import ConfigError, paths
 
     if kind not in ("auto", "trace", "feedback"):
         _fail(f"--kind must be auto, trace or feedback, not {kind!r}")
+    if source_format not in FORMAT_CHOICES:
+        _fail(f"--format must be one of {', '.join(FORMAT_CHOICES)}, not {source_format!r}")
     try:
         sources = discover(paths_in, record_kind=None if kind == "auto" else kind)
+        batch_sources = [s.location for s in discover(batch_input)] if batch_input else []
     except IngestInputError as exc:
         _fail(str(exc))
     if not sources:
         _fail(f"no .jsonl, .ndjson, .json or .parquet files under {', '.join(paths_in)}")
     try:
-        result = ingest(sources, progress=_say)
+        result = ingest(sources, progress=_say, source_format=source_format, batch_inputs=batch_sources)
     except ConfigError as exc:
         _fail(str(exc))
     summary = result.summary()
@@ -124,7 +147,7 @@ def ingest_command(
     if unreadable == len(sources):
         _fail(f"none of the {len(sources)} file(s) could be read; see the quarantine reasons above")
     target = out or paths().home / "ingested"
-    write_result(result, target)
+    summary = write_result(result, target)
     _say(f"wrote {target}")
     _emit(summary)
 
@@ -145,11 +168,98 @@ def demo(
     days: int = typer.Option(7, help="Days of CLINC150 traffic to simulate."),
     traces_per_day: int = typer.Option(1000, help="Calls per day."),
     seed: int = typer.Option(0, help="Random seed."),
+    domains: str = typer.Option(
+        "banking,credit_cards,travel", help="CLINC150 domains of the in-scope traffic (comma-separated; 'all' for all 10)."
+    ),
+    train: bool = typer.Option(True, "--train/--no-train", help="Fine-tune SmolLM2-135M on the dataset (CPU: ~10 min)."),
+    train_max_steps: Optional[int] = typer.Option(None, help="Cap the training steps (default: one epoch)."),
 ) -> None:
-    """The whole loop on embedded defaults: simulate CLINC150 traffic, then ingest it through Dagster."""
+    """The whole loop on embedded defaults: simulate CLINC150 traffic, ingest, score and version it
+    through Dagster, then fine-tune SmolLM2-135M-Instruct with LoRA (progress on stderr)."""
     from loop_pipeline.runs import run_demo
 
-    _emit(run_demo(days=days, traces_per_day=traces_per_day, seed=seed, progress=_say))
+    chosen = None if domains.strip() == "all" else tuple(d.strip() for d in domains.split(",") if d.strip())
+    _emit(
+        run_demo(
+            days=days,
+            traces_per_day=traces_per_day,
+            seed=seed,
+            progress=_say,
+            domains=chosen,
+            train=train,
+            train_max_steps=train_max_steps,
+        )
+    )
+
+
+@app.command("eval")
+def eval_command(
+    model: Optional[str] = typer.Option(None, help="A model folder to evaluate instead of the latest training run's."),
+    adapter: Optional[str] = typer.Option(None, help="A LoRA adapter folder applied on --model."),
+    system_prompt: Optional[str] = typer.Option(None, help="keep | drop: the prompt transform (default: as trained; keep for --model)."),
+    max_examples: Optional[int] = typer.Option(None, help="Evaluate on the first N holdout requests."),
+) -> None:
+    """Evaluate a candidate on the frozen holdout: agreement per task type, the confidence threshold
+    that reaches the target agreement (with its guarantee), coverage, out-of-scope escalation, the
+    blended cost ratio and the promotion gate's decision with its reasons. Registers nothing."""
+    from loop_pipeline.runs import eval_summary, evaluate_candidate_now
+    from loop_pipeline.settings import ConfigError
+
+    if system_prompt not in (None, "keep", "drop"):
+        _fail(f"--system-prompt must be keep or drop, got {system_prompt!r}")
+    if adapter and not model:
+        _fail("--adapter needs --model (the base it applies to)")
+    try:
+        outcome = evaluate_candidate_now(model, adapter, system_prompt, max_examples, progress=_say)
+    except (ConfigError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    _emit(eval_summary(outcome))
+
+
+def _registry_client():
+    from loop_pipeline.core.evaluation import EvalConfig
+    from loop_pipeline.core.tracking import TrackingTarget
+
+    return TrackingTarget.default().client(), EvalConfig.load().model_name
+
+
+@app.command("promote")
+def promote_command(
+    version: str = typer.Option(..., help="Registered model version to make the champion."),
+    reason: str = typer.Option(..., help="Why (recorded on the version and the registered model)."),
+    model_name: Optional[str] = typer.Option(None, help="Registered model (default: evaluation.yaml model_name)."),
+) -> None:
+    """Move alias `champion` to a version by hand; the old champion becomes `previous`."""
+    from mlflow.exceptions import MlflowException
+
+    from loop_pipeline.core.registry import RegistryError, promote
+
+    client, default_name = _registry_client()
+    try:
+        move = promote(client, model_name or default_name, version, reason)
+    except (RegistryError, MlflowException) as exc:
+        _fail(str(exc))
+    _say(f"{move.model_name}: champion v{move.champion} (previous: {move.previous})")
+    _emit({"action": "promote", **move.to_dict()})
+
+
+@app.command("rollback")
+def rollback_command(
+    reason: str = typer.Option(..., help="Why (recorded on the version and the registered model)."),
+    model_name: Optional[str] = typer.Option(None, help="Registered model (default: evaluation.yaml model_name)."),
+) -> None:
+    """Move alias `champion` back to `previous` (and `previous` to the version rolled away from)."""
+    from mlflow.exceptions import MlflowException
+
+    from loop_pipeline.core.registry import RegistryError, rollback
+
+    client, default_name = _registry_client()
+    try:
+        move = rollback(client, model_name or default_name, reason)
+    except (RegistryError, MlflowException) as exc:
+        _fail(str(exc))
+    _say(f"{move.model_name}: champion v{move.champion} (previous: {move.previous})")
+    _emit({"action": "rollback", **move.to_dict()})
 
 
 @app.command("dagster-home")
@@ -232,18 +342,26 @@ def datasets_build(
 
 @bench_app.command("ingest")
 def bench_ingest(
-    rows: int = typer.Option(1_000_000, help="Synthetic traces to generate."),
-    bad_rate: float = typer.Option(0.0, help="Share of broken lines (truncated, negative, wrong type, bad timestamp)."),
+    rows: int = typer.Option(1_000_000, help="Synthetic traces (native) or export requests (otlp) to generate."),
+    bad_rate: float = typer.Option(0.0, help="Share of broken lines (truncated, negative, wrong type, bad timestamp / no span id)."),
     workdir: Optional[Path] = typer.Option(None, help="Where the generated files go (default: a temporary folder)."),
     repeat: int = typer.Option(1, help="Runs per phase, each in a fresh process; the fastest counts."),
+    source_format: str = typer.Option(
+        "native",
+        "--format",
+        help="native: our JSONL, baseline polars.read_ndjson | otlp: OTLP/JSON, one chat span per export request, "
+        "baseline json.loads of every line.",
+    ),
 ) -> None:
-    """Time the ingest path against bare polars.read_ndjson on the same synthetic traces."""
+    """Time the ingest path against bare parsing of the same synthetic file."""
     from loop_pipeline.core.bench import bench_ingest as run_bench
 
     if rows < 1:
         _fail("--rows must be at least 1")
     if not 0.0 <= bad_rate < 1.0:
         _fail("--bad-rate must be in [0, 1)")
+    if source_format not in ("native", "otlp"):
+        _fail(f"--format must be native or otlp, not {source_format!r}")
     if workdir is not None:
         try:
             workdir.mkdir(parents=True, exist_ok=True)
@@ -251,7 +369,7 @@ def bench_ingest(
             _fail(f"--workdir {workdir}: {exc}")
     if repeat < 1:
         _fail("--repeat must be at least 1")
-    result = run_bench(rows=rows, bad_rate=bad_rate, workdir=workdir, progress=_say, repeat=repeat)
+    result = run_bench(rows=rows, bad_rate=bad_rate, workdir=workdir, progress=_say, repeat=repeat, source_format=source_format)
     _emit(result)
 
 

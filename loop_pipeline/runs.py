@@ -21,6 +21,12 @@ def _instance() -> dg.DagsterInstance:
     return dg.DagsterInstance.get()
 
 
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    """The first failed step's error, with its causes (a ConfigError names the field there)."""
+    failure = next((e for e in result.all_events if e.is_step_failure), None)
+    return failure.step_failure_data.error.to_string() if failure else "see the run's event log"
+
+
 def materialize_ingest(
     partitions: list[str] | None = None,
     progress: Callable[[str], None] | None = None,
@@ -118,9 +124,7 @@ def materialize_datasets(
     )
     materialized = result.asset_materializations_for_node("training_datasets")
     if not materialized:
-        failure = next((e for e in result.all_events if e.is_step_failure), None)
-        message = failure.step_failure_data.error.message if failure else "see the run's event log"
-        raise RuntimeError(f"training_datasets failed (run {result.run_id}): {message}")
+        raise RuntimeError(f"training_datasets failed (run {result.run_id}): {_failure(result)}")
     metadata = materialized[0].metadata
     evaluations = result.get_asset_check_evaluations()
     blocked = {e.check_name: e.description for e in evaluations if not e.passed}
@@ -165,9 +169,7 @@ def materialize_training(
     )
     materialized = result.asset_materializations_for_node("lora_adapter")
     if not materialized:
-        failure = next((e for e in result.all_events if e.is_step_failure), None)
-        message = failure.step_failure_data.error.to_string() if failure else "see the run's event log"
-        raise RuntimeError(f"lora_adapter failed (run {result.run_id}): {message}")
+        raise RuntimeError(f"lora_adapter failed (run {result.run_id}): {_failure(result)}")
     metadata = {key: value.value for key, value in materialized[0].metadata.items()}
     say(
         f"lora_adapter: {metadata['sft_steps']} steps, loss {metadata.get('initial_loss', float('nan')):.3f} -> "
@@ -281,9 +283,7 @@ def materialize_evaluation(
         raise_on_error=False,
     )
     if not result.asset_materializations_for_node("holdout_eval"):
-        failure = next((e for e in result.all_events if e.is_step_failure), None)
-        message = failure.step_failure_data.error.to_string() if failure else "see the run's event log"
-        raise RuntimeError(f"holdout_eval failed (run {result.run_id}): {message}")
+        raise RuntimeError(f"holdout_eval failed (run {result.run_id}): {_failure(result)}")
     storage = defs.resources["storage"]
     outcome = storage.read_document("holdout_eval")
     checks = {e.check_name: {"passed": e.passed, "why": e.description} for e in result.get_asset_check_evaluations()}

@@ -207,9 +207,12 @@ def test_definitions_snapshot_and_light_imports():
     assert loaded == {
         "assets": [
             "feedback_events",
+            "holdout_eval",
+            "lora_adapter",
             "quality_model",
             "quarantined_records",
             "raw_traces",
+            "registered_model",
             "score_thresholds",
             "scored_traces",
             "trace_signals",
@@ -218,6 +221,9 @@ def test_definitions_snapshot_and_light_imports():
         "checks": [
             "feedback_events:feedback_events_match_schema",
             "feedback_events:feedback_events_records_accounted",
+            "holdout_eval:holdout_eval_dataset_checks_passed",
+            "holdout_eval:holdout_eval_no_regression_vs_champion",
+            "holdout_eval:holdout_eval_reaches_target_at_min_coverage",
             "quarantined_records:quarantined_records_match_schema",
             "raw_traces:raw_traces_match_schema",
             "raw_traces:raw_traces_records_accounted",

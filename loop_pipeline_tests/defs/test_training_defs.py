@@ -78,17 +78,22 @@ def trained(tmp_path_factory) -> Iterator[Trained]:
         corpus = [m["content"] for row in sft.get_column("messages").to_list() for m in row] + ["system user assistant"]
         model = build_tiny_model(root / "tiny-llama", corpus, vocab_size=400)
         config_path = _train_yaml(root, model)
-        defs = build_defs()
         with dg.instance_for_test() as instance:
-            run = dg.materialize(
-                [*defs.assets],
-                selection=dg.AssetSelection.assets(LORA_ADAPTER),
-                resources=defs.resources,
-                instance=instance,
-                run_config={"ops": {"lora_adapter": {"config": {"train_config": str(config_path)}}}},
-            )
+            run = _materialize_lora_adapter(config_path, instance)
             logs = [e.message for e in instance.all_logs(run.run_id) if e.message]
-        yield Trained(home=home, model=model, run=run, logs=logs, tracking_uri=defs.resources["mlflow"].tracking_uri)
+        yield Trained(home=home, model=model, run=run, logs=logs, tracking_uri=build_defs().resources["mlflow"].tracking_uri)
+
+
+def _materialize_lora_adapter(config_path: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    defs = build_defs()
+    return dg.materialize(
+        [*defs.assets],
+        selection=dg.AssetSelection.assets(LORA_ADAPTER),
+        resources=defs.resources,
+        instance=instance,
+        run_config={"ops": {"lora_adapter": {"config": {"train_config": str(config_path)}}}},
+        raise_on_error=False,
+    )
 
 
 def _metadata(trained: Trained) -> dict:
@@ -196,16 +201,8 @@ def test_bad_train_config_fails_the_asset_before_a_process_starts(trained, tmp_p
     raw = yaml.safe_load(_train_yaml(tmp_path, trained.model).read_text(encoding="utf-8"))
     raw["lora"]["r"] = 0
     bad.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    defs = build_defs()
     with dg.instance_for_test() as instance:
-        run = dg.materialize(
-            [*defs.assets],
-            selection=dg.AssetSelection.assets(LORA_ADAPTER),
-            resources=defs.resources,
-            instance=instance,
-            run_config={"ops": {"lora_adapter": {"config": {"train_config": str(bad)}}}},
-            raise_on_error=False,
-        )
+        run = _materialize_lora_adapter(bad, instance)
     assert not run.success
     failure = next(e for e in run.all_events if e.is_step_failure)
     assert "bad.yaml: lora.r: must be a positive integer" in failure.step_failure_data.error.to_string()
