@@ -882,7 +882,7 @@ def _run_under_pipes() -> int:
         with contextlib.redirect_stdout(sys.stderr):
             result = main(config, FanoutReporter([StderrReporter(), PipesReporter(pipes)]))
         pipes.report_asset_materialization(metadata=materialization_metadata(result), data_version=result.mlflow_run_id or None)
-    print(json.dumps(result.to_dict()), flush=True)
+    # No result line on stdout here: the launching run's own output ends with its JSON line.
     return 0
 
 

@@ -116,7 +116,7 @@ def evaluation_metadata(outcome: dict[str, Any]) -> dict[str, Any]:
         "promote": outcome["decision"]["promote"],
         "tasks": dg.MetadataValue.md(table),
         "decision": dg.MetadataValue.json(outcome["decision"]),
-        "plots": dg.MetadataValue.json(outcome["plots"]),
+        **{f"plot_{Path(plot).stem}": dg.MetadataValue.path(plot) for plot in outcome["plots"]},
         "mlflow_run_id": outcome["mlflow_run_id"],
     }
 
