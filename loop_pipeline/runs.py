@@ -279,7 +279,8 @@ def materialize_evaluation(
         selection=dg.AssetSelection.assets("holdout_eval", "registered_model"),
         instance=instance,
         resources=defs.resources,
-        run_config={**_QUIET, "ops": {"holdout_eval": {"config": config}}},
+        # INFO: the evaluation's own progress lines (generation, figures) reach the terminal.
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}, "ops": {"holdout_eval": {"config": config}}},
         raise_on_error=False,
     )
     if not result.asset_materializations_for_node("holdout_eval"):
@@ -290,7 +291,9 @@ def materialize_evaluation(
     registered = storage.read_document("registered_model") if result.asset_materializations_for_node("registered_model") else None
     for name, check in sorted(checks.items()):
         say(f"  {'ok  ' if check['passed'] else 'FAIL'} {name}: {check['why']}")
-    if registered:
+    if registered and registered["unchanged"]:
+        say(f"unchanged: {registered['model_name']} v{registered['champion']} (this training run) is already the champion")
+    elif registered:
         say(f"promoted: {registered['model_name']} v{registered['champion']} is the champion (previous: {registered['previous']})")
     else:
         say("not promoted: the gate refused the candidate (see the failing checks above)")

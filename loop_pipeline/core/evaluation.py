@@ -637,7 +637,7 @@ def run_evaluation(
 
 def register_and_promote(outcome: Mapping[str, Any], tracking, config: EvalConfig) -> dict[str, Any]:
     """A registry version for the evaluated candidate, tagged with its evidence; champion moves to it."""
-    from loop_pipeline.core.registry import promote, register_version
+    from loop_pipeline.core.registry import current_champion, promote, register_version
 
     report, candidate = outcome["report"], outcome["candidate"]
     run_id = candidate["mlflow_run_id"]
@@ -658,10 +658,15 @@ def register_and_promote(outcome: Mapping[str, Any], tracking, config: EvalConfi
         "eval_run_id": outcome.get("mlflow_run_id") or "",
     }
     client = tracking.client()
+    champion = current_champion(client, config.model_name)
+    if champion is not None and run_id and client.get_model_version(config.model_name, champion).run_id == run_id:
+        # Re-evaluating the champion's own training run: nothing new to register.
+        return {"model_name": config.model_name, "champion": champion, "previous": None, "reason": "already the champion",
+                "unchanged": True, "source": source, "tags": tags}
     version = register_version(client, config.model_name, source, run_id, tags)
     reason = (
         f"gate passed: coverage {report['coverage']:.1%} at {report['target_agreement']:.0%} agreement, "
         f"cost ratio {report['cost']['blended_cost_ratio']:.1%} (dataset {report['dataset_version']})"
     )
     move = promote(client, config.model_name, version, reason)
-    return {**move.to_dict(), "source": source, "tags": tags}
+    return {**move.to_dict(), "unchanged": False, "source": source, "tags": tags}

@@ -151,6 +151,12 @@ def test_good_candidate_is_promoted_bad_refused_then_second_good_and_rollback(lo
     artifacts = {a.path for a in client.list_artifacts(evaluation["mlflow_run_id"])}
     assert {"coverage_agreement.png", "worst_confusions.png", "per_example.parquet", "report.json"} <= artifacts
 
+    # Evaluating the same training run again registers nothing new.
+    again = _gate(loop)
+    assert all(passed for passed, _ in _checks(again).values())
+    assert build_defs().resources["storage"].read_document("registered_model")["unchanged"] is True
+    assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == 1
+
     # 2. A barely trained candidate: refused, with the reasons in the check results; no new version.
     _train(loop, "bad", steps=2, lr=1e-4, seed=0)
     second = _gate(loop)

@@ -139,5 +139,8 @@ def registered_model(context: dg.AssetExecutionContext, storage: LoopStorage, ml
         raise dg.Failure(description="the gate refused this candidate: " + "; ".join(reasons))
     move = register_and_promote(outcome, mlflow.target(), EvalConfig.load())
     storage.write_document(REGISTERED_MODEL.path[-1], move)
-    context.log.info(f"{move['model_name']} v{move['champion']} is the champion (previous: {move['previous']})")
+    context.log.info(
+        f"{move['model_name']} v{move['champion']} is the champion"
+        + (" already (same training run)" if move["unchanged"] else f" (previous: {move['previous']})")
+    )
     return dg.MaterializeResult(metadata={k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in move.items() if v is not None})
