@@ -170,7 +170,7 @@ class NegativesSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    version_dir: str | None = _checked(None, _optional(_text))  # a dataset version folder (sft/kto/dpo.parquet)
+    version_dir: str | None = _checked(None, _optional(_text))  # a dataset version folder (sft/kto/dpo.parquet), or latest
     sft: str | None = _checked(None, _optional(_text))  # explicit files win over version_dir
     kto: str | None = _checked(None, _optional(_text))
     dpo: str | None = _checked(None, _optional(_text))
@@ -178,12 +178,26 @@ class DataSection:
     # instructions and label list; serving and evaluation apply the same transform).
     system_prompt: str = _checked("keep", _choice("keep", "drop"))
 
+    def version_folder(self) -> Path | None:
+        """``latest``: the version `loop datasets build` made last under $LOOP_HOME/datasets."""
+        if not self.version_dir:
+            return None
+        if self.version_dir == "latest":
+            from loop_pipeline.settings import paths
+
+            marker = paths().datasets / "LATEST"
+            if not marker.is_file():
+                raise ConfigError(f"data.version_dir: latest, but {marker} is missing: build a dataset version first (loop datasets build)")
+            return paths().datasets / marker.read_text(encoding="utf-8").strip()
+        return Path(self.version_dir).expanduser()
+
     def path(self, name: str) -> Path | None:
         explicit = getattr(self, name)
         if explicit:
             return Path(explicit).expanduser()
-        if self.version_dir:
-            return Path(self.version_dir).expanduser() / DATASET_FILES[name]
+        folder = self.version_folder()
+        if folder is not None:
+            return folder / DATASET_FILES[name]
         return None
 
 
@@ -587,7 +601,7 @@ def _peak_gpu_mb() -> float | None:
 
 def _dataset_version(config: TrainConfig) -> str:
     if config.data.version_dir:
-        return Path(config.data.version_dir).expanduser().resolve().name
+        return config.data.version_folder().resolve().name
     return Path(config.data.sft).expanduser().resolve().parent.name
 
 

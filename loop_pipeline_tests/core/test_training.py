@@ -281,3 +281,15 @@ def test_smollm2_resolves_to_a_converted_cached_folder(tmp_path):
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     assert resolve_base_model("smollm2-135m-instruct", tmp_path) == str(folder)  # cached: not converted again
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_version_dir_latest_reads_loop_home(workspace, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("LOOP_HOME", str(home))
+    config = TrainConfig.from_mapping(_config(workspace, tmp_path / "out", data={"version_dir": "latest"}))
+    with pytest.raises(ConfigError, match="data.version_dir: latest, but .*LATEST is missing"):
+        config.data.path("sft")
+    datasets = home / "datasets"
+    datasets.mkdir(parents=True)
+    (datasets / "LATEST").write_text("v-toy\n")
+    assert config.data.path("sft") == datasets / "v-toy" / "sft.parquet"
