@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,6 +125,6 @@ if __name__ == "__main__":
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate on N test examples (default: all 4,500)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--eval-batch-size", type=int, default=256)
-    parser.add_argument("--work", default=os.environ.get("GPU_CHECK_WORK", "/tmp/loop-gpu-check"))
+    parser.add_argument("--work", default=os.environ.get("GPU_CHECK_WORK", str(Path(tempfile.gettempdir()) / "loop-gpu-check")))
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu_check_out"))
     print(json.dumps(run(parser.parse_args())), flush=True)

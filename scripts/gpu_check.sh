@@ -12,7 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPU_DIR=.gpu
-STASH=/tmp/loop-gpu-stash
+STASH="$HOME/.loop-gpu-stash"   # survives between calls while the machine stays warm
+SITE="$HOME/.loop-gpu-site"
 
 case "${1:-}" in
   prepare)
@@ -32,14 +33,15 @@ case "${1:-}" in
     ;;
   run)
     cat "$STASH/part-aa" "$GPU_DIR/b/part-ab" > "$STASH/SmolLM2-135M-Instruct.Q4_1.gguf"
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$GPU_DIR"/b/whl/*.whl
-    export PYTHONPATH=/tmp/site HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" "$GPU_DIR"/b/whl/*.whl
+    export PYTHONPATH="$SITE" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,memory.total --format=csv
     python3 scripts/gpu_check.py --gguf "$STASH/SmolLM2-135M-Instruct.Q4_1.gguf" --out "${OUT:-gpu_check_out}"
     ;;
   smoke)
+    work=$(mktemp -d)
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} .venv/bin/python scripts/gpu_check.py --train-limit 64 --test-limit 32 \
-      --batch-size 16 --eval-batch-size 32 --work "${TMPDIR:-/tmp}/loop-gpu-smoke" --out "${TMPDIR:-/tmp}/loop-gpu-smoke/out"
+      --batch-size 16 --eval-batch-size 32 --work "$work" --out "$work/out"
     ;;
   *)
     echo "usage: $0 prepare | stash | run | smoke" >&2

@@ -14,7 +14,7 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import polars as pl
 
@@ -820,3 +820,18 @@ class AdapterContext:
 
     def rows(self) -> Rows:
         return Rows(self.task_type)
+
+
+def read_items(data: str | bytes, context: "AdapterContext", handle: Callable[[Any, int, str, "Rows"], None]) -> "FormatOutput":
+    """The document reader most formats share: every JSON object of the file (each element of a
+    top-level array) goes to ``handle(item, record, raw, rows)``; unreadable lines and documents are
+    quarantined as traces."""
+    read_result = read_units(data, context.max_record_bytes, context.max_document_bytes)
+    rows = context.rows()
+    for record, raw, reason, detail in read_result.bad:
+        rows.bad("trace", record, raw, reason, detail)
+    for unit in read_result.units:
+        items = unit.value if isinstance(unit.value, list) else [unit.value]
+        for item in items:
+            handle(item, unit.record, unit.raw if len(items) == 1 else compact_json(item), rows)
+    return finish_rows(rows, read_result.lines, context.feedback)

@@ -16,20 +16,18 @@ from loop_pipeline.core.ingest.formats.common import (
     SKIP_FAILED,
     SKIP_OTHER,
     AdapterContext,
-    FormatOutput,
-    MappingError,
-    Match,
-    Rows,
     as_object,
-    compact_json,
-    finish_rows,
+    FormatOutput,
     is_json,
     json_type,
     latency_text,
+    MappingError,
+    Match,
     messages_from,
     output_from,
     parse_json,
-    read_units,
+    read_items,
+    Rows,
     text,
     time_text,
 )
@@ -130,12 +128,4 @@ def _call(record_value: Any, record: int, raw: str, rows: Rows) -> None:
 
 
 def read(data: str | bytes, context: AdapterContext) -> FormatOutput:
-    read_result = read_units(data, context.max_record_bytes, context.max_document_bytes)
-    rows = context.rows()
-    for record, raw, reason, detail in read_result.bad:
-        rows.bad("trace", record, raw, reason, detail)
-    for unit in read_result.units:
-        items = unit.value if isinstance(unit.value, list) else [unit.value]
-        for item in items:
-            _call(item, unit.record, unit.raw if len(items) == 1 else compact_json(item), rows)
-    return finish_rows(rows, read_result.lines, context.feedback)
+    return read_items(data, context, _call)

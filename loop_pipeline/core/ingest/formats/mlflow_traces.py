@@ -26,23 +26,22 @@ from loop_pipeline.core.ingest.formats.common import (
     SKIP_SUPERSEDED,
     SKIP_TOOL,
     AdapterContext,
-    FormatOutput,
-    MappingError,
-    Match,
-    Rows,
     as_list,
     as_mapping,
     as_object,
     compact_json,
-    finish_rows,
+    FormatOutput,
     hex_id,
     id_text,
     json_text,
     json_type,
     latency_text,
+    MappingError,
+    Match,
     messages_from,
     output_from,
-    read_units,
+    read_items,
+    Rows,
     text,
     time_text,
 )
@@ -267,12 +266,4 @@ def _assessment(assessment: Any, trace_id: str | None, calls: set[str], record: 
 
 
 def read(data: str | bytes, context: AdapterContext) -> FormatOutput:
-    read_result = read_units(data, context.max_record_bytes, context.max_document_bytes)
-    rows = context.rows()
-    for record, raw, reason, detail in read_result.bad:
-        rows.bad("trace", record, raw, reason, detail)
-    for unit in read_result.units:
-        items = unit.value if isinstance(unit.value, list) else [unit.value]
-        for item in items:
-            _trace(item, unit.record, unit.raw if len(items) == 1 else compact_json(item), rows)
-    return finish_rows(rows, read_result.lines, context.feedback)
+    return read_items(data, context, _trace)

@@ -24,15 +24,13 @@ from loop_pipeline.core.ingest.formats.common import (
     SKIP_OTHER,
     AdapterContext,
     FormatOutput,
+    json_type,
     MappingError,
     Match,
-    Rows,
-    compact_json,
-    finish_rows,
-    json_type,
     messages_from,
     output_from,
-    read_units,
+    read_items,
+    Rows,
     text,
     time_text,
 )
@@ -130,15 +128,7 @@ def _line(value: Any, record: int, raw: str, context: AdapterContext, rows: Rows
 
 
 def read(data: str | bytes, context: AdapterContext) -> FormatOutput:
-    read_result = read_units(data, context.max_record_bytes, context.max_document_bytes)
-    rows = context.rows()
-    for record, raw, reason, detail in read_result.bad:
-        rows.bad("trace", record, raw, reason, detail)
-    for unit in read_result.units:
-        items = unit.value if isinstance(unit.value, list) else [unit.value]
-        for item in items:
-            _line(item, unit.record, unit.raw if len(items) == 1 else compact_json(item), context, rows)
-    return finish_rows(rows, read_result.lines, context.feedback)
+    return read_items(data, context, lambda item, record, raw, rows: _line(item, record, raw, context, rows))
 
 
 def load_requests(lines: str) -> dict[str, list[Any]]:

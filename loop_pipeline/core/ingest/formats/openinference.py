@@ -26,20 +26,19 @@ from loop_pipeline.core.ingest.formats.common import (
     SKIP_OTHER,
     SKIP_TOOL,
     AdapterContext,
-    FormatOutput,
-    MappingError,
-    Match,
-    Rows,
     as_object,
     compact_json,
-    finish_rows,
+    FormatOutput,
     json_type,
     latency_text,
+    MappingError,
+    Match,
     message_item,
     messages_from,
     output_from,
     parse_json,
-    read_units,
+    read_items,
+    Rows,
     text,
     time_text,
 )
@@ -257,18 +256,4 @@ def map_span(span: otel.Span, rows: Rows, record: int, raw: str) -> None:
 
 
 def read(data: str | bytes, context: AdapterContext) -> FormatOutput:
-    read_result = read_units(data, context.max_record_bytes, context.max_document_bytes)
-    rows = context.rows()
-    for record, raw, reason, detail in read_result.bad:
-        rows.bad("trace", record, raw, reason, detail)
-    for unit in read_result.units:
-        items = unit.value if isinstance(unit.value, list) else [unit.value]
-        for item in items:
-            raw = unit.raw if len(items) == 1 else compact_json(item)
-            try:
-                span = otel.span_from_record(item)
-            except MappingError as exc:
-                rows.bad("trace", unit.record, raw, exc.reason, exc.detail)
-                continue
-            map_span(span, rows, unit.record, raw)
-    return finish_rows(rows, read_result.lines, context.feedback)
+    return read_items(data, context, otel.span_handler(map_span))

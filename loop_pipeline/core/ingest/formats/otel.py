@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from loop_pipeline.core.ingest.formats.common import (
     SKIP_AGENT,
@@ -30,24 +30,23 @@ from loop_pipeline.core.ingest.formats.common import (
     SKIP_OTHER,
     SKIP_TOOL,
     AdapterContext,
-    FormatOutput,
-    MappingError,
-    Match,
-    Rows,
     as_list,
     as_mapping,
     compact_json,
-    finish_rows,
+    FormatOutput,
     hex_id,
     is_json,
     json_type,
     latency_text,
+    MappingError,
+    Match,
     message_item,
     messages_from,
     output_from,
     parse_json,
-    read_units,
+    read_items,
     render_content,
+    Rows,
     text,
     time_text,
 )
@@ -469,18 +468,18 @@ def evaluation(event: Mapping[str, Any], span: Span, is_call: bool, rows: Rows, 
 
 
 def read(data: str | bytes, context: AdapterContext) -> FormatOutput:
-    read_result = read_units(data, context.max_record_bytes, context.max_document_bytes)
-    rows = context.rows()
-    for record, raw, reason, detail in read_result.bad:
-        rows.bad("trace", record, raw, reason, detail)
-    for unit in read_result.units:
-        items = unit.value if isinstance(unit.value, list) else [unit.value]
-        for item in items:
-            raw = unit.raw if len(items) == 1 else compact_json(item)
-            try:
-                span = span_from_record(item)
-            except MappingError as exc:
-                rows.bad("trace", unit.record, raw, exc.reason, exc.detail)
-                continue
-            map_span(span, rows, unit.record, raw)
-    return finish_rows(rows, read_result.lines, context.feedback)
+    return read_items(data, context, span_handler(map_span))
+
+
+def span_handler(map_one: Callable[[Any, Rows, int, str], None]) -> Callable[[Any, int, str, Rows], None]:
+    """For read_items: parse the span (quarantined when it is not one), then map it with ``map_one``."""
+
+    def handle(item: Any, record: int, raw: str, rows: Rows) -> None:
+        try:
+            span = span_from_record(item)
+        except MappingError as exc:
+            rows.bad("trace", record, raw, exc.reason, exc.detail)
+            return
+        map_one(span, rows, record, raw)
+
+    return handle
