@@ -216,11 +216,21 @@ def eval_command(
     _emit(eval_summary(outcome))
 
 
-def _registry_client():
+def _move_alias(action: str, move_fn, model_name: Optional[str]) -> None:
+    """Run a promote / rollback on the LOOP_HOME registry; a move that cannot happen exits 2 saying why."""
+    from mlflow.exceptions import MlflowException
+
     from loop_pipeline.core.evaluation import EvalConfig
+    from loop_pipeline.core.registry import RegistryError
     from loop_pipeline.core.tracking import TrackingTarget
 
-    return TrackingTarget.default().client(), EvalConfig.load().model_name
+    client = TrackingTarget.default().client()
+    try:
+        move = move_fn(client, model_name or EvalConfig.load().model_name)
+    except (RegistryError, MlflowException) as exc:
+        _fail(str(exc))
+    _say(f"{move.model_name}: champion v{move.champion} (previous: {move.previous})")
+    _emit({"action": action, **move.to_dict()})
 
 
 @app.command("promote")
@@ -230,17 +240,9 @@ def promote_command(
     model_name: Optional[str] = typer.Option(None, help="Registered model (default: evaluation.yaml model_name)."),
 ) -> None:
     """Move alias `champion` to a version by hand; the old champion becomes `previous`."""
-    from mlflow.exceptions import MlflowException
+    from loop_pipeline.core.registry import promote
 
-    from loop_pipeline.core.registry import RegistryError, promote
-
-    client, default_name = _registry_client()
-    try:
-        move = promote(client, model_name or default_name, version, reason)
-    except (RegistryError, MlflowException) as exc:
-        _fail(str(exc))
-    _say(f"{move.model_name}: champion v{move.champion} (previous: {move.previous})")
-    _emit({"action": "promote", **move.to_dict()})
+    _move_alias("promote", lambda client, name: promote(client, name, version, reason), model_name)
 
 
 @app.command("rollback")
@@ -249,17 +251,9 @@ def rollback_command(
     model_name: Optional[str] = typer.Option(None, help="Registered model (default: evaluation.yaml model_name)."),
 ) -> None:
     """Move alias `champion` back to `previous` (and `previous` to the version rolled away from)."""
-    from mlflow.exceptions import MlflowException
+    from loop_pipeline.core.registry import rollback
 
-    from loop_pipeline.core.registry import RegistryError, rollback
-
-    client, default_name = _registry_client()
-    try:
-        move = rollback(client, model_name or default_name, reason)
-    except (RegistryError, MlflowException) as exc:
-        _fail(str(exc))
-    _say(f"{move.model_name}: champion v{move.champion} (previous: {move.previous})")
-    _emit({"action": "rollback", **move.to_dict()})
+    _move_alias("rollback", lambda client, name: rollback(client, name, reason), model_name)
 
 
 @app.command("dagster-home")

@@ -7,6 +7,7 @@ for ``--format auto``.
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 from loop_pipeline.core.ingest.formats.common import AdapterContext, FormatOutput
@@ -16,36 +17,23 @@ FOREIGN_FORMATS = ("otel", "otlp", "openinference", "langfuse", "mlflow", "litel
 FORMAT_CHOICES = ("auto", NATIVE, *FOREIGN_FORMATS)
 
 
+# Format -> adapter module, imported on first use (the CLI's help and Dagster loading stay light).
+_MODULES = {
+    "otel": "otel",
+    "otlp": "otlp",
+    "openinference": "openinference",
+    "langfuse": "langfuse",
+    "mlflow": "mlflow_traces",
+    "litellm": "litellm",
+    "openai-batch": "openai_batch",
+}
+
+
 def _reader(name: str) -> Callable[[str | bytes, AdapterContext], FormatOutput]:
-    if name == "otel":
-        from loop_pipeline.core.ingest.formats import otel
-
-        return otel.read
-    if name == "otlp":
-        from loop_pipeline.core.ingest.formats import otlp
-
-        return otlp.read
-    if name == "openinference":
-        from loop_pipeline.core.ingest.formats import openinference
-
-        return openinference.read
-    if name == "langfuse":
-        from loop_pipeline.core.ingest.formats import langfuse
-
-        return langfuse.read
-    if name == "mlflow":
-        from loop_pipeline.core.ingest.formats import mlflow_traces
-
-        return mlflow_traces.read
-    if name == "litellm":
-        from loop_pipeline.core.ingest.formats import litellm
-
-        return litellm.read
-    if name == "openai-batch":
-        from loop_pipeline.core.ingest.formats import openai_batch
-
-        return openai_batch.read
-    raise ValueError(f"unknown trace format {name!r}; known: {', '.join(FOREIGN_FORMATS)}")
+    module = _MODULES.get(name)
+    if module is None:
+        raise ValueError(f"unknown trace format {name!r}; known: {', '.join(FOREIGN_FORMATS)}")
+    return importlib.import_module(f"loop_pipeline.core.ingest.formats.{module}").read
 
 
 def read_format(name: str, data: str | bytes, context: AdapterContext) -> FormatOutput:
