@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from loop_pipeline.core.generation import generate_with_confidence, load_for_inference  # noqa: E402
+from loop_pipeline.core.models import generate_with_confidence, load_for_inference  # noqa: E402
 from loop_pipeline.core.models import convert_gguf, packaged_gguf_path  # noqa: E402
 from loop_pipeline.core.training import TrainConfig, main  # noqa: E402
 

@@ -2,56 +2,37 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
-
 import polars as pl
 
-from loop_pipeline.settings import ConfigError, load_config
+from pydantic import Field, PrivateAttr
+
+from loop_pipeline.config import ConfigModel
 
 
-@dataclass(frozen=True)
-class ModelPrice:
-    input_per_mtok: float
-    output_per_mtok: float
+class ModelPrice(ConfigModel):
+    input_per_mtok: float = Field(alias="input", ge=0)  # USD per 1M input tokens
+    output_per_mtok: float = Field(alias="output", ge=0)
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1e6
 
 
-class PriceTable:
-    def __init__(self, prices: Mapping[str, ModelPrice]):
-        self._prices = dict(prices)
+class PriceTable(ConfigModel):
+    """``configs/prices.yaml``: model name prefix -> {input, output} in USD per 1M tokens."""
+
+    FILE = "prices"
+    models: dict[str, ModelPrice] = Field(min_length=1)
+    _keys: list[str] = PrivateAttr(default_factory=list)
+
+    def model_post_init(self, _context) -> None:
         # Longest key first, so `gpt-4o-mini` wins over `gpt-4o` for `gpt-4o-mini-2024-07-18`.
-        self._keys = sorted(self._prices, key=len, reverse=True)
-
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any]) -> "PriceTable":
-        models = raw.get("models")
-        if not isinstance(models, Mapping) or not models:
-            raise ConfigError("prices: `models` must be a non-empty mapping of model -> {input, output}")
-        prices = {}
-        for name, entry in models.items():
-            if not isinstance(entry, Mapping) or {"input", "output"} - set(entry):
-                raise ConfigError(f"prices.models.{name}: needs `input` and `output` (USD per 1M tokens)")
-            try:
-                price = ModelPrice(float(entry["input"]), float(entry["output"]))
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"prices.models.{name}: prices must be numbers ({exc})") from exc
-            if price.input_per_mtok < 0 or price.output_per_mtok < 0:
-                raise ConfigError(f"prices.models.{name}: prices must not be negative")
-            prices[str(name)] = price
-        return cls(prices)
-
-    @classmethod
-    def load(cls) -> "PriceTable":
-        return cls.from_mapping(load_config("prices"))
+        self._keys = sorted(self.models, key=len, reverse=True)
 
     def lookup(self, model: str) -> ModelPrice | None:
         lowered = model.lower()
         for key in self._keys:
             if lowered.startswith(key.lower()):
-                return self._prices[key]
+                return self.models[key]
         return None
 
     def fill_costs(self, frame: pl.DataFrame) -> pl.DataFrame:

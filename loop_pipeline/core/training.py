@@ -30,7 +30,8 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 import loop_pipeline  # noqa: F401  (offline / no-telemetry environment before HF imports)
-from loop_pipeline.settings import ConfigError
+from loop_pipeline.config import ConfigError
+from loop_pipeline.core.models import load_base_model, load_tokenizer, prepare_prompt, resolve_dtype
 
 DATASET_FILES = {"sft": "sft.parquet", "kto": "kto.parquet", "dpo": "dpo.parquet"}
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -434,34 +435,10 @@ def _flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # Pieces
 
 
-def resolve_dtype(name: str):
-    """auto: bfloat16 on a CUDA device that supports it, float32 elsewhere."""
-    import torch
-
-    if name == "float32":
-        return torch.float32
-    if name == "bfloat16":
-        return torch.bfloat16
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
 
 
-def load_tokenizer(base: str):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
-def load_base_model(base: str, dtype):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-    return model.to("cuda") if torch.cuda.is_available() else model
 
 
 def has_generation_markers(tokenizer) -> bool:
@@ -486,14 +463,6 @@ def _read_rows(path: Path, columns: Sequence[str], field_path: str) -> list[dict
     return table.to_pylist()
 
 
-def prepare_prompt(messages: Sequence[Mapping[str, Any]], system_prompt: str) -> list[dict[str, str]]:
-    """The prompt as the fine-tuned model sees it: plain role/content turns, without the system
-    turns when it was trained with ``data.system_prompt: drop``. Training, evaluation and serving
-    all go through here, so the three agree."""
-    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-    if system_prompt == "drop":
-        plain = [m for m in plain if m["role"] != "system"]
-    return plain
 
 
 def sft_rows(messages_rows: list[dict[str, Any]], prompt_completion: bool, system_prompt: str = "keep") -> list[dict[str, Any]]:
@@ -835,40 +804,6 @@ def main(config: TrainConfig, reporter: Reporter | None = None) -> TrainResult:
 # Inference helper
 
 
-def load_adapter_and_generate(
-    base: str,
-    adapter: str | Path,
-    messages: Sequence[Mapping[str, str]] | Sequence[Sequence[Mapping[str, str]]],
-    *,
-    max_new_tokens: int = 32,
-    dtype: str = "auto",
-) -> str | list[str]:
-    """Load ``base`` + the LoRA ``adapter`` by path and answer ``messages`` greedily.
-
-    One conversation (a list of messages) gives a string; a list of conversations gives a list."""
-    import torch
-    from peft import PeftModel
-
-    single = bool(messages) and isinstance(messages[0], Mapping)
-    conversations = [messages] if single else list(messages)
-    tokenizer = load_tokenizer(str(adapter) if (Path(adapter) / "tokenizer_config.json").is_file() else base)
-    model = PeftModel.from_pretrained(load_base_model(base, resolve_dtype(dtype)), str(adapter))
-    model.eval()
-    answers = []
-    # One conversation at a time: no padding, so positions match training exactly.
-    for conversation in conversations:
-        text = tokenizer.apply_chat_template([dict(m) for m in conversation], tokenize=False, add_generation_prompt=True)
-        batch = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            generated = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-        answers.append(tokenizer.decode(generated[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip())
-    return answers[0] if single else answers
 
 
 # --------------------------------------------------------------------------------------------

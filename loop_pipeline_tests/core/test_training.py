@@ -21,12 +21,8 @@ import yaml
 
 from loop_pipeline.core.datasets import build_datasets
 from loop_pipeline.core.storage import write_parquet_atomic
-from loop_pipeline.core.training import (
-    TrainConfig,
-    load_adapter_and_generate,
-    main,
-    prepare_prompt,
-)
+from loop_pipeline.core.models import load_adapter_and_generate, prepare_prompt
+from loop_pipeline.core.training import TrainConfig, main
 from loop_pipeline.schemas.traces import MESSAGES_DTYPE
 from loop_pipeline.settings import REPO_ROOT, ConfigError
 from loop_pipeline_tests.tiny_models import build_tiny_model

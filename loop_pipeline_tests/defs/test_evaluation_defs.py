@@ -20,7 +20,8 @@ import yaml
 from loop_pipeline.core.evaluation import agrees, generate_with_confidence, load_for_inference
 from loop_pipeline.core.registry import CHAMPION, PREVIOUS, rollback
 from loop_pipeline.core.simulate import SimulationConfig, simulate
-from loop_pipeline.core.training import TrainConfig, main, materialization_metadata, prepare_prompt
+from loop_pipeline.core.models import prepare_prompt
+from loop_pipeline.core.training import TrainConfig, main, materialization_metadata
 from loop_pipeline.definitions import build_defs
 from loop_pipeline.defs.evaluation.assets import HOLDOUT_EVAL, REGISTERED_MODEL
 from loop_pipeline.runs import materialize_datasets, materialize_ingest, materialize_scoring

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from loop_pipeline.core.simulate import SimulationConfig, simulate
-from loop_pipeline.core.training import load_adapter_and_generate, prepare_prompt
+from loop_pipeline.core.models import load_adapter_and_generate, prepare_prompt
 from loop_pipeline.definitions import build_defs
 from loop_pipeline.defs.training.assets import GPU_POOL, LORA_ADAPTER
 from loop_pipeline.instance import instance_config
