@@ -22,3 +22,33 @@ class DatasetVersion(StageResult):
     new_version: bool
     rows: dict[str, int]
     rows_by_task_type: dict[str, dict[str, int]] = {}
+
+
+class TrainedAdapter(StageResult):
+    """What ``lora_adapter`` materialized: the adapter (and merged model) trained on one version."""
+
+    adapter_path: str
+    base_model: str  # as configured (a packaged name, a folder or an HF id)
+    base_model_path: str  # what was loaded
+    dataset_version: str
+    dataset_path: str  # the version folder it trained on (its holdout is what evaluation scores)
+    train_config: str  # the YAML the run started from
+    steps: int
+    sft_steps: int
+    negative_stage: str
+    negative_steps: int
+    initial_loss: float | None = None
+    final_loss: float | None = None
+    negative_final_loss: float | None = None
+    tokens: int
+    tokens_per_s: float
+    seconds_per_step: float
+    train_seconds: float
+    peak_rss_mb: float
+    peak_gpu_mb: float | None = None
+    dtype: str
+    device: str
+    system_prompt: str  # keep | drop: what serving and evaluation must do to prompts
+    sft_adapter_path: str | None = None
+    merged_path: str | None = None
+    mlflow_run_id: str | None = None
