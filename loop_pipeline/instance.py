@@ -1,14 +1,13 @@
-"""The Dagster instance: SQLite under LOOP_HOME by default, PostgreSQL when LOOP_PG_URL is set."""
+"""The Dagster instance: SQLite under LOOP_HOME by default, PostgreSQL when LOOP_PG_URL is set
+(both read by :class:`~loop_pipeline.settings.LoopSettings` and passed in here)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
 
 from loop_pipeline.core.storage import write_bytes_atomic
-from loop_pipeline.settings import paths
 
 
 def instance_config(pg_url: str | None, sqlite_dir: Path) -> dict:
@@ -24,14 +23,13 @@ def instance_config(pg_url: str | None, sqlite_dir: Path) -> dict:
     return config
 
 
-def ensure_dagster_home(home: Path | None = None, pg_url: str | None = None) -> Path:
+def ensure_dagster_home(home: Path, pg_url: str | None = None) -> Path:
     """Write ``dagster.yaml`` for the embedded (or LOOP_PG_URL) instance; return DAGSTER_HOME.
 
     Rewritten only when its content changes, so a running webserver is not disturbed.
     """
-    dagster_home = Path(home) if home else paths().dagster_home
+    dagster_home = Path(home)
     dagster_home.mkdir(parents=True, exist_ok=True)
-    pg_url = pg_url if pg_url is not None else os.environ.get("LOOP_PG_URL")
     text = yaml.safe_dump(instance_config(pg_url, dagster_home / "storage"), sort_keys=True)
     target = dagster_home / "dagster.yaml"
     if not target.is_file() or target.read_text(encoding="utf-8") != text:

@@ -1,0 +1,165 @@
+"""`loop demo`: simulate a week of CLINC150 traffic, then materialize the whole asset graph on it
+(ingest, scoring, datasets and, with ``train``, training, evaluation and registration) as one plan
+on the LOOP_HOME instance, printing each stage as it starts and what it found."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from loop_pipeline.execution import Execution, Progress, StepRun, _quiet, execute
+from loop_pipeline.runs import (
+    DATASETS,
+    EVALUATION,
+    INGEST,
+    REGISTRATION,
+    SCORING,
+    TRAINING,
+    StageReporter,
+    build_stage_defs,
+    datasets_summary,
+    ingest_summary,
+    landing_days,
+    read_result,
+)
+from loop_pipeline.settings import LoopSettings
+
+DEMO_DOMAINS = ("banking", "credit_cards", "travel")
+STAGE_HEADINGS = {
+    "ingest": "ingesting every landing day through Dagster (ingest_job, blocking checks)",
+    "scoring": "scoring: signals, calibrated p_good, thresholds per task type (MLflow runs)",
+    "datasets": "datasets: redact, deduplicate, split (frozen holdout), version, expectations",
+    "training": "training: LoRA on SmolLM2-135M-Instruct (lora_adapter, trainer in a Dagster Pipes subprocess)",
+    "evaluation": "evaluation: the candidate on the frozen holdout, the promotion gate, the MLflow registry",
+}
+
+
+class DemoReporter(StageReporter):
+    """The stage reporter plus a numbered heading when a stage starts and the demo's extra lines."""
+
+    def __init__(self, defs: dg.Definitions, progress: Progress, days: int, steps: int):
+        super().__init__(defs, progress, days)
+        self.steps = steps
+        self.started: list[str] = ["simulation"]
+        self.graph = defs.resolve_asset_graph()
+
+    def start(self, keys: list[dg.AssetKey], _partition: str | None) -> None:
+        group = self.graph.get(keys[0]).group_name
+        if group in self.started:
+            return
+        if group == "scoring":  # ingest is done: its totals first
+            totals = ingest_totals(self.partitions)
+            self.say(
+                f"ingested {totals['records_in']} records: {totals['valid']} valid, "
+                f"{totals['duplicates']} duplicates, {totals['quarantined']} quarantined"
+            )
+        self.started.append(group)
+        self.say(f"[{len(self.started)}/{self.steps}] {STAGE_HEADINGS.get(group, group)}")
+
+    def _score_thresholds(self, step: StepRun) -> None:
+        from loop_pipeline.core.scoring import describe_threshold
+
+        scored = self.defs.resources["storage"].read_document("score_thresholds")
+        for task_type, entry in scored["thresholds"].items():
+            self.say("  " + describe_threshold(task_type, entry))
+        for name, row in sorted((scored["comparison"] or {}).items(), key=lambda item: -item[1]["kept"]):
+            rate = "n/a (keeps nothing)" if row["true_error_rate"] is None else f"{row['true_error_rate']:.4f}"
+            self.say(f"  filter {name:<10} kept {row['kept']:>6}  true error rate {rate}")
+
+    def _training_datasets(self, step: StepRun) -> None:
+        super()._training_datasets(step)
+        for name, rows in step.metadata("training_datasets")["rows"].items():
+            self.say(f"  {name:<8} {rows:>6} rows")
+
+
+def ingest_totals(partitions: list[dict[str, Any]]) -> dict[str, int]:
+    return {key: sum(p[key] for p in partitions) for key in ("records_in", "valid", "duplicates", "quarantined")}
+
+
+def simulate_landing(settings: LoopSettings, days: int, traces_per_day: int, seed: int, domains, say: Progress, heading: str = ""):
+    from loop_pipeline.core.costs import PriceTable
+    from loop_pipeline.sim import SimulationConfig, simulate
+
+    overrides: dict[str, Any] = {"days": days, "traces_per_day": traces_per_day, "seed": seed}
+    if domains:
+        overrides["domains"] = list(domains)
+    config = settings.load(SimulationConfig, overrides)
+    landing = settings.paths.landing
+    scope = f"{', '.join(domains)} + out-of-scope" if domains else "all domains"
+    say(f"{heading}simulating {days} days x {traces_per_day} CLINC150 calls ({scope}) into {landing}")
+    return simulate(config, landing, prices=settings.load(PriceTable), progress=say)
+
+
+def run_demo(
+    days: int = 7,
+    traces_per_day: int = 1000,
+    seed: int = 0,
+    progress: Progress | None = None,
+    domains: tuple[str, ...] | None = DEMO_DOMAINS,
+    train: bool = True,
+    train_max_steps: int | None = None,
+) -> dict[str, Any]:
+    """Simulate CLINC150 traffic (3 domains by default) into the landing folder, then materialize
+    the asset graph on it: ingest, score and version it, and (``train``) fine-tune SmolLM2-135M,
+    evaluate it and register it when the gate passes."""
+    say = progress or _quiet
+    settings = LoopSettings()
+    home = settings.paths
+    steps = 6 if train else 4
+    say(f"LOOP_HOME={home.home}")
+    simulation = simulate_landing(settings, days, traces_per_day, seed, domains, say, heading=f"[1/{steps}] ")
+    defs = build_stage_defs(settings)
+    landed = landing_days(defs)
+    reporter = DemoReporter(defs, say, len(landed), steps)
+    selection = INGEST | SCORING | DATASETS
+    if train:
+        selection = selection | TRAINING | EVALUATION | REGISTRATION
+    execution = execute(
+        selection,
+        partitions=landed,
+        op_config={"lora_adapter": {"max_steps": train_max_steps} if train_max_steps else {}},
+        defs=defs,
+        verbose={"holdout_eval"},
+        on_start=reporter.start,
+        on_step=reporter,
+    )
+    partitions = ingest_summary(execution, reporter)
+    built = datasets_summary(execution)
+    if train and built["blocked_by"]:
+        raise RuntimeError(f"dataset version {built['version']} is blocked by {sorted(built['blocked_by'])}: not training on it")
+    say(f"open the Dagster UI with `make dagster-ui` (DAGSTER_HOME={home.dagster_home}), MLflow with `make mlflow-ui`")
+    scored = defs.resources["storage"].read_document("score_thresholds")
+    return {
+        "demo": "ingest+scoring+datasets" + ("+training+evaluation" if train else ""),
+        "training": training_summary(execution) if train else None,
+        "evaluation": evaluation_summary(defs, execution) if train else None,
+        "loop_home": str(home.home),
+        "simulation": simulation.to_dict(),
+        "ingest": ingest_totals(partitions),
+        "thresholds": scored["thresholds"],
+        "comparison": scored["comparison"],
+        "calibration": {k: scored["calibration"].get(k) for k in ("method", "n_reviewed", "brier_held_out", "ece_held_out")},
+        "mlflow": scored["mlflow"],
+        "datasets": {k: built[k] for k in ("version", "new_version", "rows", "rows_by_task_type", "blocked_by")},
+        "partitions": [
+            {
+                **{k: p[k] for k in ("partition", "records_in", "valid", "duplicates", "quarantined")},
+                "checks_passed": f"{sum(p['checks'].values())}/{len(p['checks'])}",
+            }
+            for p in partitions
+        ],
+    }
+
+
+def training_summary(execution: Execution) -> dict[str, Any]:
+    step = execution.last("lora_adapter")
+    return {"run_id": step.result.run_id, **step.metadata("lora_adapter")}
+
+
+def evaluation_summary(defs: dg.Definitions, execution: Execution) -> dict[str, Any]:
+    from loop_pipeline.core.evaluation import EvaluationOutcome, RegisteredModel, eval_summary
+
+    outcome = read_result(defs, "holdout_eval", EvaluationOutcome)
+    registered = read_result(defs, "registered_model", RegisteredModel) if execution.for_asset("registered_model") else None
+    return eval_summary(outcome) | {"registered": registered.model_dump(mode="json") if registered else None}
