@@ -11,17 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from loop_pipeline.core.simulate import (
-    OUT_OF_SCOPE,
-    SimulationConfig,
-    bundled_clinc150_dir,
-    simulate,
-)
+from loop_pipeline.config import ConfigError
+from loop_pipeline.core.costs import ModelPrice, PriceTable
 from loop_pipeline.schemas import FEEDBACK_KINDS, FEEDBACK_SOURCES
-from loop_pipeline.settings import ConfigError
+from loop_pipeline.sim import OUT_OF_SCOPE, SimulationConfig, bundled_clinc150_dir, simulate
+from loop_pipeline_tests.helpers import simulate_landing
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RESTAURANT8K = FIXTURES / "restaurant8k" / "sample.json"
 DIALOGSUM = FIXTURES / "dialogsum" / "sample.jsonl"
 
@@ -68,7 +64,7 @@ def clinc_run(tmp_path_factory):
         seed=7,
     )
     lines: list[str] = []
-    summary = simulate(config, out, progress=lines.append)
+    summary = simulate_landing(config, out, progress=lines.append)
     traces = read_folder(out, "traces")
     feedback = read_folder(out, "feedback")
     by_id = {record["trace_id"]: record for _, record in traces}
@@ -85,14 +81,14 @@ def clinc_run(tmp_path_factory):
 def test_same_seed_is_byte_identical_and_other_seed_differs(tmp_path):
     config = SimulationConfig(days=2, traces_per_day=150, human_review_rate=0.2, seed=3)
     first, second, other = tmp_path / "a", tmp_path / "b", tmp_path / "c"
-    simulate(config, first)
-    simulate(config, second)
-    simulate(SimulationConfig(days=2, traces_per_day=150, human_review_rate=0.2, seed=4), other)
+    simulate_landing(config, first)
+    simulate_landing(config, second)
+    simulate_landing(SimulationConfig(days=2, traces_per_day=150, human_review_rate=0.2, seed=4), other)
     a, b, c = snapshot(first), snapshot(second), snapshot(other)
     assert a == b
     assert set(a) == set(c)  # same calendar, so the same files...
     assert all(a[name] != c[name] for name in a)  # ...with different contents
-    simulate(config, first)  # rerun in place: atomically replaced with the same bytes, no temp files left
+    simulate_landing(config, first)  # rerun in place: atomically replaced with the same bytes, no temp files left
     assert snapshot(first) == a
     assert not [p for p in first.rglob("*") if p.name.startswith(".")]
 
@@ -292,7 +288,7 @@ def test_clinc_errors_are_realistic_confusions(clinc_run):
 def test_clinc_domains_restrict_the_traffic(tmp_path):
     config = SimulationConfig(days=1, traces_per_day=400, domains=["banking", "travel"],
                               frontier_error_rate=0.5, seed=1)
-    simulate(config, tmp_path)
+    simulate_landing(config, tmp_path)
     domains = json.loads((bundled_clinc150_dir() / "domains.json").read_text(encoding="utf-8"))
     allowed = set(domains["banking"]) | set(domains["travel"]) | {OUT_OF_SCOPE}
     traces = [r for _, r in read_folder(tmp_path, "traces")]
@@ -313,7 +309,7 @@ def test_restaurant8k_produces_slot_json(tmp_path):
                           for lab in item.get("labels", [])}
     config = SimulationConfig(dataset="restaurant8k", input_path=str(RESTAURANT8K), days=2,
                               traces_per_day=40, frontier_error_rate=0.5, seed=2)
-    summary = simulate(config, tmp_path)
+    summary = simulate_landing(config, tmp_path)
     traces = [r for _, r in read_folder(tmp_path, "traces")]
     assert summary.task_type == "slot_extraction" and summary.out_of_scope == 0
     # Sampled without replacement while the pool lasts: 80 traces use each of the 40 items twice.
@@ -339,7 +335,7 @@ def test_dialogsum_produces_summaries(tmp_path):
     summaries = {row["dialogue"]: row["summary1"].strip() for row in rows}
     config = SimulationConfig(dataset="dialogsum", input_path=str(DIALOGSUM), days=1, traces_per_day=60,
                               frontier_error_rate=0.5, hallucination_flag_rate=1.0, seed=5)
-    simulate(config, tmp_path)
+    simulate_landing(config, tmp_path)
     traces = [r for _, r in read_folder(tmp_path, "traces")]
     kinds = collections.Counter()
     for record in traces:
@@ -360,7 +356,7 @@ def test_dialogsum_produces_summaries(tmp_path):
     dev = tmp_path / "dev.jsonl"
     dev.write_text("".join(json.dumps({"fname": r["fname"], "dialogue": r["dialogue"], "summary": r["summary2"]})
                            + "\n" for r in rows), encoding="utf-8")
-    simulate(SimulationConfig(dataset="dialogsum", input_path=str(dev), days=1, traces_per_day=5,
+    simulate_landing(SimulationConfig(dataset="dialogsum", input_path=str(dev), days=1, traces_per_day=5,
                               frontier_error_rate=0.0), tmp_path / "dev")
     dev_traces = [r for _, r in read_folder(tmp_path / "dev", "traces")]
     assert sorted(r["output"] for r in dev_traces) == sorted(r["summary2"].strip() for r in rows)
@@ -378,7 +374,7 @@ def test_labeled_csv_with_custom_columns(tmp_path):
     config = SimulationConfig(dataset="labeled", input_path=str(path), text_column="utterance",
                               label_column="intent", days=2, traces_per_day=500, frontier_error_rate=0.4,
                               task_type="support_routing", seed=9)
-    simulate(config, tmp_path / "out")
+    simulate_landing(config, tmp_path / "out")
     traces = [r for _, r in read_folder(tmp_path / "out", "traces")]
     assert {r["task_type"] for r in traces} == {"support_routing"}
     assert {r["output"] for r in traces} <= set(labels)
@@ -397,73 +393,28 @@ def test_labeled_jsonl_is_read_too(tmp_path):
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps({"text": f"row {i}", "label": i % 3}) + "\n" for i in range(30)),
                     encoding="utf-8")
-    simulate(SimulationConfig(dataset="labeled", input_path=str(path), days=1, traces_per_day=30), tmp_path / "o")
+    simulate_landing(SimulationConfig(dataset="labeled", input_path=str(path), days=1, traces_per_day=30), tmp_path / "o")
     traces = [r for _, r in read_folder(tmp_path / "o", "traces")]
     assert len(traces) == 30 and {r["metadata"]["gold"] for r in traces} == {"0", "1", "2"}
     assert traces[0]["task_type"] == "classification"
 
 
-# ---- configuration --------------------------------------------------------------------------------
-
-
-def test_shipped_yaml_holds_the_defaults(tmp_path):
-    assert SimulationConfig.from_yaml(REPO_CONFIGS / "simulate.yaml") == SimulationConfig()
-    path = tmp_path / "sim.yaml"
-    path.write_text("dataset: clinc150\nstart_date: 2026-12-24\nreview_delay_days: [0, 2]\ndays: 3\n",
-                    encoding="utf-8")
-    loaded = SimulationConfig.from_yaml(path)
-    assert (loaded.start_date, loaded.review_delay_days, loaded.days) == ("2026-12-24", (0, 2), 3)
-    assert SimulationConfig.from_mapping(loaded.to_dict()) == loaded
-    # configs/simulate.yaml plus overrides; None means "not given" (a CLI passes every option).
-    merged = SimulationConfig.from_config({"days": 2, "seed": None, "domains": ["banking"]})
-    assert (merged.days, merged.seed, merged.domains) == (2, 0, ["banking"])
-
-
-@pytest.mark.parametrize(
-    ("raw", "named"),
-    [
-        ({"frontier_error_rate": 1.5}, "frontier_error_rate"),
-        ({"human_review_rate": -0.1}, "human_review_rate"),
-        ({"rushed_accept_wrong_rate": "high"}, "rushed_accept_wrong_rate"),
-        ({"days": 0}, "days"),
-        ({"traces_per_day": 2.5}, "traces_per_day"),
-        ({"n_users": True}, "n_users"),
-        ({"review_delay_days": [3, 1]}, "review_delay_days"),
-        ({"review_delay_days": 2}, "review_delay_days"),
-        ({"start_date": "Nov 1"}, "start_date"),
-        ({"dataset": "imdb"}, "dataset"),
-        ({"dataset": "labeled"}, "input_path"),
-        ({"domains": "banking"}, "domains"),
-        ({"dataset": "dialogsum", "input_path": "x.jsonl", "domains": ["banking"]}, "domains"),
-        ({"seed": -1}, "seed"),
-        ({"frontier_modle": "gpt-4o"}, "frontier_modle"),
-    ],
-)
-def test_config_errors_name_the_field(raw, named):
-    with pytest.raises(ConfigError, match=re.escape(named)):
-        SimulationConfig.from_mapping(raw)
-
-
-def test_yaml_with_unknown_key_names_it(tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text("days: 2\ntraffic_per_day: 10\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="traffic_per_day"):
-        SimulationConfig.from_yaml(path)
+# ---- unusable inputs -----------------------------------------------------------------------------
 
 
 def test_data_problems_raise_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="input_path"):
-        simulate(SimulationConfig(dataset="labeled", input_path=str(tmp_path / "missing.csv")), tmp_path / "o")
+        simulate_landing(SimulationConfig(dataset="labeled", input_path=str(tmp_path / "missing.csv")), tmp_path / "o")
     path = tmp_path / "data.csv"
     path.write_text("text,category\nhello,a\nbye,b\n", encoding="utf-8")
     with pytest.raises(ValueError, match="'label'.*label_column"):
-        simulate(SimulationConfig(dataset="labeled", input_path=str(path)), tmp_path / "o")
+        simulate_landing(SimulationConfig(dataset="labeled", input_path=str(path)), tmp_path / "o")
     empty = tmp_path / "empty.csv"
     empty.write_text("text,label\n,a\nhello,\n", encoding="utf-8")
     with pytest.raises(ValueError, match="empty dataset"):
-        simulate(SimulationConfig(dataset="labeled", input_path=str(empty)), tmp_path / "o")
+        simulate_landing(SimulationConfig(dataset="labeled", input_path=str(empty)), tmp_path / "o")
     with pytest.raises(ConfigError, match="domains.*atlantis"):
-        simulate(SimulationConfig(domains=["banking", "atlantis"]), tmp_path / "o")
+        simulate_landing(SimulationConfig(domains=["banking", "atlantis"]), tmp_path / "o")
     assert not (tmp_path / "o").exists()  # nothing written when the input is unusable
 
 
@@ -475,3 +426,28 @@ def test_bundled_clinc150_is_complete_with_attribution():
     assert len(json.loads((folder / "domains.json").read_text(encoding="utf-8"))) == 10
     source = (folder / "SOURCE.md").read_text(encoding="utf-8")
     assert "CC BY 3.0" in source and "828f8093932c8fe6ca7936c3d2e52903b1c523de" in source
+
+
+# ---- prices and boundaries ------------------------------------------------------------------------
+
+
+def test_cost_estimate_comes_from_the_price_table_it_is_given(tmp_path):
+    config = SimulationConfig(days=1, traces_per_day=50, frontier_model="acme-large-2")
+    priced = simulate(config, tmp_path / "priced",
+                      prices=PriceTable(models={"acme-large": ModelPrice(input_per_mtok=2.0, output_per_mtok=8.0)}))
+    traces = [r for _, r in read_folder(tmp_path / "priced", "traces")]
+    expected = sum(2.0 * r["input_tokens"] + 8.0 * r["output_tokens"] for r in traces) / 1e6
+    assert expected > 0 and priced.estimated_frontier_cost_usd == round(expected, 6)
+    unpriced = simulate(config, tmp_path / "unpriced",
+                        prices=PriceTable(models={"gpt-4o": ModelPrice(input_per_mtok=1.0, output_per_mtok=1.0)}))
+    assert unpriced.estimated_frontier_cost_usd is None  # a model without a price has no estimate
+    assert snapshot(tmp_path / "priced") == snapshot(tmp_path / "unpriced")  # prices never change the files
+
+
+def test_simulator_reads_no_environment_and_loads_no_settings():
+    package = Path(bundled_clinc150_dir()).parents[1] / "sim"
+    sources = {path.name: path.read_text(encoding="utf-8") for path in package.glob("*.py")}
+    assert "run.py" in sources and "config.py" in sources
+    for name, source in sources.items():
+        for forbidden in ("os.environ", "getenv", "loop_pipeline.settings", "LoopSettings", "import dagster"):
+            assert forbidden not in source, f"loop_pipeline/sim/{name} uses {forbidden}"
