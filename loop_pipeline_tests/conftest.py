@@ -58,14 +58,9 @@ def postgres_url(postgres_server: str):
 def loop_home(tmp_path, monkeypatch) -> Path:
     """An empty LOOP_HOME for one test (and no stray LOOP_* settings from the environment)."""
     home = tmp_path / "loop_home"
+    # Every setting LoopSettings reads (LOOP_*), so a developer's shell cannot leak into a test.
+    for name in [n for n in os.environ if n.startswith("LOOP_") and n != "LOOP_TEST_PG_URL"]:
+        monkeypatch.delenv(name)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.setenv("LOOP_HOME", str(home))
-    for name in (
-        "LOOP_LANDING_URL",
-        "LOOP_PG_URL",
-        "LOOP_CONFIG_DIR",
-        "LOOP_MLFLOW_TRACKING_URI",
-        "LOOP_MLFLOW_ARTIFACT_ROOT",
-        "DAGSTER_HOME",
-    ):
-        monkeypatch.delenv(name, raising=False)
     return home

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from loop_pipeline.cli import app
-from loop_pipeline.core import bench
+from loop_pipeline.bench import synthetic as bench
 from loop_pipeline_tests.helpers import last_json_line
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -25,19 +25,14 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def cli_home(tmp_path, monkeypatch) -> Path:
-    """Every CLI test gets its own empty LOOP_HOME."""
-    home = tmp_path / "loop_home"
-    monkeypatch.setenv("LOOP_HOME", str(home))
-    for name in ("LOOP_LANDING_URL", "LOOP_CONFIG_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    return home
+def cli_home(loop_home) -> Path:
+    """Every CLI test gets its own empty LOOP_HOME (and no other LOOP_* setting)."""
+    return loop_home
 
 
 def subprocess_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("LOOP_LANDING_URL", "LOOP_CONFIG_DIR")}
-    env["LOOP_HOME"] = str(home)
-    return env
+    """This process's environment (the fixture already cleared the LOOP_* settings), another home."""
+    return {**os.environ, "LOOP_HOME": str(home)}
 
 
 def trace(trace_id: str, **fields: Any) -> dict[str, Any]:
