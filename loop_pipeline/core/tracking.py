@@ -1,18 +1,17 @@
-"""MLflow: where runs go (SQLite under LOOP_HOME by default) and how the project logs them.
+"""MLflow: where runs go and how the project logs them.
 
-mlflow is imported inside the functions: it costs seconds, and the CLI's help and Dagster's
-definition loading must not pay for it.
+Entry points decide the target (``LoopSettings().tracking()``: the LOOP_MLFLOW_* settings, else
+SQLite and files under LOOP_HOME); nothing here reads the environment. mlflow is imported inside
+the functions: it costs seconds, and the CLI's help and Dagster's definition loading must not pay
+for it.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
-
-from loop_pipeline.settings import paths
 
 
 @dataclass(frozen=True)
@@ -21,14 +20,6 @@ class TrackingTarget:
 
     tracking_uri: str
     artifact_root: str
-
-    @classmethod
-    def default(cls) -> "TrackingTarget":
-        """``LOOP_MLFLOW_TRACKING_URI`` / ``LOOP_MLFLOW_ARTIFACT_ROOT``, else SQLite under LOOP_HOME."""
-        folder = paths().mlflow
-        uri = os.environ.get("LOOP_MLFLOW_TRACKING_URI") or f"sqlite:///{folder / 'mlflow.db'}"
-        root = os.environ.get("LOOP_MLFLOW_ARTIFACT_ROOT") or (folder / "artifacts").as_uri()
-        return cls(uri, root)
 
     def client(self):
         from mlflow.tracking import MlflowClient

@@ -12,5 +12,10 @@ class MlflowTracking(dg.ConfigurableResource):
     tracking_uri: str
     artifact_root: str
 
+    @classmethod
+    def from_target(cls, target: TrackingTarget) -> "MlflowTracking":
+        """The resource for a target, e.g. ``MlflowTracking.from_target(LoopSettings().tracking())``."""
+        return cls(tracking_uri=target.tracking_uri, artifact_root=target.artifact_root)
+
     def target(self) -> TrackingTarget:
         return TrackingTarget(self.tracking_uri, self.artifact_root)
