@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from loop_pipeline.cli import app
-from loop_pipeline.core.simulate import SimulationConfig, simulate
-from loop_pipeline_tests.helpers import last_json_line
+from loop_pipeline.sim import SimulationConfig
+from loop_pipeline_tests.helpers import last_json_line, simulate_landing
 
 runner = CliRunner()
 SIMULATION = {"days": 2, "traces_per_day": 250, "start_date": "2026-11-01", "human_review_rate": 0.3}
@@ -19,7 +19,7 @@ SIMULATION = {"days": 2, "traces_per_day": 250, "start_date": "2026-11-01", "hum
 def ingested(tmp_path_factory) -> Path:
     """Simulated landing folder, ingested once by `loop ingest PATH --out DIR`."""
     root = tmp_path_factory.mktemp("cli_thresholds")
-    simulate(SimulationConfig.from_mapping(SIMULATION), root / "landing")
+    simulate_landing(SimulationConfig.from_mapping(SIMULATION), root / "landing")
     result = runner.invoke(app, ["ingest", str(root / "landing"), "--out", str(root / "ingested")])
     assert result.exit_code == 0, result.output
     assert (root / "ingested" / "traces").is_dir() and (root / "ingested" / "feedback").is_dir()

@@ -30,9 +30,10 @@ from loop_pipeline.core.datasets import (
 from loop_pipeline.core.ingest import discover, ingest, write_result
 from loop_pipeline.core.scoring import TaskSpec
 from loop_pipeline.core.scoring_run import load_scored
-from loop_pipeline.core.simulate import SimulationConfig, simulate
+from loop_pipeline.sim import SimulationConfig
 from loop_pipeline.schemas.traces import MESSAGES_DTYPE
 from loop_pipeline.settings import REPO_ROOT
+from loop_pipeline_tests.helpers import simulate_landing
 
 START = "2026-11-01"
 SIMULATION = {"days": 7, "traces_per_day": 1000, "start_date": START, "human_review_rate": 0.1}
@@ -146,7 +147,7 @@ def world(tmp_path_factory) -> Iterator[World]:
         patch.chdir(REPO_ROOT)
         root = tmp_path_factory.mktemp("datasets_world")
         landing = root / "landing"
-        simulate(SimulationConfig.from_mapping(SIMULATION), landing)
+        simulate_landing(SimulationConfig.from_mapping(SIMULATION), landing)
         planted = plant_secrets(landing)
         write_result(ingest(discover([str(landing)])), root / "ingested")
         scored, traces, thresholds, days = load_scored(root / "ingested")

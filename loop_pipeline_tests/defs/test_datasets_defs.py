@@ -12,12 +12,13 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from loop_pipeline.core.simulate import SimulationConfig, simulate
+from loop_pipeline.sim import SimulationConfig
 from loop_pipeline.schemas.traces import MESSAGES_DTYPE
 from loop_pipeline.defs.datasets.assets import TRAINING_DATASETS
 from loop_pipeline.resources import LoopStorage
 from loop_pipeline.runs import materialize_datasets, materialize_ingest, materialize_scoring
 from loop_pipeline.settings import REPO_ROOT, paths
+from loop_pipeline_tests.helpers import simulate_landing
 
 SIMULATION = {"days": 2, "traces_per_day": 600, "start_date": "2026-11-01", "human_review_rate": 0.3}
 CHECKS = {
@@ -59,7 +60,7 @@ def pipeline(tmp_path_factory) -> Iterator[Pipeline]:
         ):
             patch.delenv(name, raising=False)
         patch.chdir(REPO_ROOT)
-        simulate(SimulationConfig.from_mapping(SIMULATION), paths().landing)
+        simulate_landing(SimulationConfig.from_mapping(SIMULATION), paths().landing)
         with dg.instance_for_test() as instance:
             materialize_ingest(instance=instance)
             document = materialize_scoring(instance=instance)

@@ -19,7 +19,8 @@ import yaml
 
 from loop_pipeline.core.evaluation import agrees, generate_with_confidence, load_for_inference
 from loop_pipeline.core.registry import CHAMPION, PREVIOUS, rollback
-from loop_pipeline.core.simulate import SimulationConfig, simulate
+from loop_pipeline.sim import SimulationConfig
+from loop_pipeline.settings import LoopSettings
 from loop_pipeline.core.models import prepare_prompt
 from loop_pipeline.core.training import TrainConfig, main, materialization_metadata
 from loop_pipeline.definitions import build_defs
@@ -27,6 +28,7 @@ from loop_pipeline.defs.evaluation.assets import HOLDOUT_EVAL, REGISTERED_MODEL
 from loop_pipeline.runs import materialize_datasets, materialize_ingest, materialize_scoring
 from loop_pipeline.settings import REPO_ROOT, paths
 from loop_pipeline_tests.tiny_models import build_tiny_model
+from loop_pipeline_tests.helpers import simulate_landing
 
 torch.set_num_threads(1)
 
@@ -73,10 +75,11 @@ def loop(tmp_path_factory) -> Iterator[Loop]:
         patch.setenv("LOOP_CONFIG_DIR", str(configs))
         data = root / "toy.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in _toy_rows(0, 3000)))
-        simulate(
-            SimulationConfig.from_config(
+        simulate_landing(
+            LoopSettings().load(
+                SimulationConfig,
                 {"dataset": "labeled", "input_path": str(data), "days": 1, "traces_per_day": 700, "start_date": "2026-11-01",
-                 "frontier_error_rate": 0.0, "human_review_rate": 0.3, "seed": 0}
+                 "frontier_error_rate": 0.0, "human_review_rate": 0.3, "seed": 0},
             ),
             paths().landing,
         )

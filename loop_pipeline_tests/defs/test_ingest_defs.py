@@ -10,13 +10,14 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from loop_pipeline.core.simulate import SimulationConfig, simulate
+from loop_pipeline.sim import SimulationConfig
 from loop_pipeline.defs.ingest import checks as ingest_checks
 from loop_pipeline.defs.ingest.assets import landed_records
 from loop_pipeline.defs.ingest.sensors import landing_files_sensor
 from loop_pipeline.instance import ensure_dagster_home
 from loop_pipeline.resources import LoopStorage
 from loop_pipeline.settings import REPO_ROOT
+from loop_pipeline_tests.helpers import simulate_landing
 
 DAY = "2026-11-01"
 CHECKS = dg.load_asset_checks_from_modules([ingest_checks])
@@ -29,7 +30,7 @@ BAD_LINES = [
 
 def _landing(tmp_path: Path) -> Path:
     landing = tmp_path / "landing"
-    simulate(SimulationConfig.from_mapping({"days": 2, "traces_per_day": 120, "start_date": DAY}), landing)
+    simulate_landing(SimulationConfig.from_mapping({"days": 2, "traces_per_day": 120, "start_date": DAY}), landing)
     messy = landing / "traces" / DAY / "messy.jsonl"
     good = (landing / "traces" / DAY / "traces.jsonl").read_text(encoding="utf-8").splitlines()[0]
     # An exact re-send of a good record and three broken ones.

@@ -9,13 +9,14 @@ import dagster as dg
 import polars as pl
 
 from loop_pipeline.core.scoring import ScoringConfig
-from loop_pipeline.core.simulate import SimulationConfig, simulate
+from loop_pipeline.sim import SimulationConfig
 from loop_pipeline.core.tracking import TrackingTarget
 from loop_pipeline.defs import ingest as ingest_stage
 from loop_pipeline.defs import scoring as scoring_stage
 from loop_pipeline.resources import LoopStorage, MlflowTracking
 from loop_pipeline.runs import materialize_ingest, materialize_scoring
 from loop_pipeline.settings import paths
+from loop_pipeline_tests.helpers import simulate_landing
 
 DAY = "2026-11-01"
 EVERYTHING = [
@@ -59,7 +60,7 @@ def metadata_of(result: dg.ExecuteInProcessResult, key: str) -> dict:
 
 def test_late_feedback_changes_a_score_on_rerun_and_too_late_feedback_does_not(tmp_path):
     landing = tmp_path / "landing"
-    simulate(
+    simulate_landing(
         SimulationConfig.from_mapping({"days": 1, "traces_per_day": 150, "start_date": DAY, "human_review_rate": 0.2}),
         landing,
     )
@@ -124,7 +125,7 @@ def test_scoring_assets_materialize_with_thresholds_plot_and_mlflow_runs(loop_ho
     for name in ("LOOP_MLFLOW_TRACKING_URI", "LOOP_MLFLOW_ARTIFACT_ROOT"):
         monkeypatch.delenv(name, raising=False)
     home = paths()
-    simulate(
+    simulate_landing(
         SimulationConfig.from_mapping({"days": 2, "traces_per_day": 250, "start_date": DAY, "human_review_rate": 0.3}),
         home.landing,
     )

@@ -15,7 +15,8 @@ import pytest
 import torch
 import yaml
 
-from loop_pipeline.core.simulate import SimulationConfig, simulate
+from loop_pipeline.sim import SimulationConfig
+from loop_pipeline.settings import LoopSettings
 from loop_pipeline.core.models import load_adapter_and_generate, prepare_prompt
 from loop_pipeline.definitions import build_defs
 from loop_pipeline.defs.training.assets import GPU_POOL, LORA_ADAPTER
@@ -24,6 +25,7 @@ from loop_pipeline.resources.trainer import K8sTrainerLauncher
 from loop_pipeline.runs import materialize_datasets, materialize_ingest, materialize_scoring
 from loop_pipeline.settings import REPO_ROOT, ConfigError, paths
 from loop_pipeline_tests.tiny_models import build_tiny_model
+from loop_pipeline_tests.helpers import simulate_landing
 
 torch.set_num_threads(1)
 
@@ -69,7 +71,7 @@ def trained(tmp_path_factory) -> Iterator[Trained]:
         for name in ("LOOP_LANDING_URL", "LOOP_PG_URL", "LOOP_CONFIG_DIR", "DAGSTER_HOME", "LOOP_MLFLOW_TRACKING_URI",
                      "LOOP_MLFLOW_ARTIFACT_ROOT", "LOOP_TRAINER_DEPLOY", "LOOP_TRAIN_CONFIG"):
             patch.delenv(name, raising=False)
-        simulate(SimulationConfig.from_config(SIMULATION), paths().landing)
+        simulate_landing(LoopSettings().load(SimulationConfig, SIMULATION), paths().landing)
         materialize_ingest()
         materialize_scoring()
         built = materialize_datasets()
