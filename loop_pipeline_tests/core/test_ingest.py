@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from loop_pipeline.core.costs import PriceTable
 from loop_pipeline.core.ingest import IngestConfig, IngestInputError, SourceFile, discover, ingest, write_result
-from loop_pipeline.core.simulate import SimulationConfig, simulate
+from loop_pipeline.sim import SimulationConfig
 from loop_pipeline.schemas import QUARANTINE_REASONS
 from loop_pipeline.settings import load_config
+from loop_pipeline_tests.helpers import simulate_landing
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 1, 10, 0, 0, tzinfo=UTC)
@@ -739,7 +740,7 @@ def test_explicit_kind_overrides_detection(tmp_path):
 
 def test_simulated_landing_ingests_clean(tmp_path):
     landing = tmp_path / "landing"
-    sim = simulate(SimulationConfig.from_mapping({"days": 2, "traces_per_day": 200}), landing).to_dict()
+    sim = simulate_landing(SimulationConfig.from_mapping({"days": 2, "traces_per_day": 200}), landing).to_dict()
 
     result = run([landing])
     summary = result.summary()

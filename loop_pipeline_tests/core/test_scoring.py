@@ -17,11 +17,13 @@ import pytest
 
 from loop_pipeline.core import scoring
 from loop_pipeline.core.ingest import discover, ingest
-from loop_pipeline.core.simulate import SimulationConfig, simulate
+from loop_pipeline.sim import SimulationConfig
+from loop_pipeline.settings import LoopSettings
 from loop_pipeline.core.thresholds import sweep_and_log
 from loop_pipeline.core.tracking import TrackingTarget
 from loop_pipeline.schemas import FeedbackSchema, TraceSchema, empty_frame
 from loop_pipeline.settings import load_config
+from loop_pipeline_tests.helpers import simulate_landing
 
 UTC = dt.timezone.utc
 DAY = dt.datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
@@ -112,7 +114,7 @@ def normalized(expr: pl.Expr) -> pl.Expr:
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     landing = tmp_path_factory.mktemp("simulated") / "landing"
-    simulate(SimulationConfig.from_config({}), landing)
+    simulate_landing(LoopSettings().load(SimulationConfig, {}), landing)
     result = ingest(discover([str(landing)]))
     signals = scoring.trace_signals(result.traces, result.feedback, config=CONFIG)
     model = scoring.fit_quality_model(signals, CONFIG)
