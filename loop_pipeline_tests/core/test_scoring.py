@@ -10,27 +10,30 @@ import datetime as dt
 import itertools
 import json
 import math
+import re
 
 import numpy as np
 import polars as pl
 import pytest
 
 from loop_pipeline.core import scoring
-from loop_pipeline.core.ingest import discover, ingest
+from loop_pipeline.core.ingest import IngestConfig, discover, ingest
+from loop_pipeline.config import ConfigError
+from loop_pipeline.core.tasks import TasksConfig
 from loop_pipeline.sim import SimulationConfig
 from loop_pipeline.settings import LoopSettings
 from loop_pipeline.core.thresholds import sweep_and_log
 from loop_pipeline.core.tracking import TrackingTarget
 from loop_pipeline.schemas import FeedbackSchema, TraceSchema, empty_frame
-from loop_pipeline.settings import load_config
-from loop_pipeline_tests.helpers import simulate_landing
+from loop_pipeline_tests.helpers import REPO_CONFIGS, repo_prices, simulate_landing
 
 UTC = dt.timezone.utc
 DAY = dt.datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 TRACE_DTYPES = empty_frame(TraceSchema).schema
 FEEDBACK_DTYPES = empty_frame(FeedbackSchema).schema
-WEIGHTS = load_config("scoring")["weights"]  # the documented directions, read from the YAML itself
-CONFIG = scoring.ScoringConfig.load()
+CONFIG = scoring.ScoringConfig.from_yaml(REPO_CONFIGS / "scoring.yaml")
+TASKS = TasksConfig.from_yaml(REPO_CONFIGS / "tasks.yaml")
+WEIGHTS = CONFIG.weights.model_dump()  # the documented directions, read from the YAML itself
 UNCALIBRATED = scoring.QualityModel(weights_version=CONFIG.weights_version, method="none")
 _feedback_ids = itertools.count(1)
 
@@ -93,7 +96,7 @@ def make_feedback(*events: dict) -> pl.DataFrame:
 
 
 def score(traces: pl.DataFrame, feedback: pl.DataFrame, model=UNCALIBRATED, config=CONFIG) -> pl.DataFrame:
-    signals = scoring.trace_signals(traces, feedback, config=config)
+    signals = scoring.trace_signals(traces, feedback, config, TASKS)
     return scoring.score_traces(signals, model, config)
 
 
@@ -115,8 +118,8 @@ def normalized(expr: pl.Expr) -> pl.Expr:
 def simulated(tmp_path_factory):
     landing = tmp_path_factory.mktemp("simulated") / "landing"
     simulate_landing(LoopSettings().load(SimulationConfig, {}), landing)
-    result = ingest(discover([str(landing)]))
-    signals = scoring.trace_signals(result.traces, result.feedback, config=CONFIG)
+    result = ingest(discover([str(landing)]), IngestConfig.from_yaml(REPO_CONFIGS / "ingest.yaml"), repo_prices())
+    signals = scoring.trace_signals(result.traces, result.feedback, CONFIG, TASKS)
     model = scoring.fit_quality_model(signals, CONFIG)
     scored = scoring.score_traces(signals, model, CONFIG)
     return {"traces": result.traces, "feedback": result.feedback, "signals": signals, "model": model, "scored": scored}
@@ -209,7 +212,7 @@ def test_judge_score_without_a_judge_sits_between_high_and_low_judges():
 def test_no_action_weighs_nothing():
     assert WEIGHTS["no_action"] == 0
     traces = make_traces({"trace_id": "silent"}, {"trace_id": "accepted"})
-    signals = scoring.trace_signals(traces, make_feedback(event("accepted", "accepted")), config=CONFIG)
+    signals = scoring.trace_signals(traces, make_feedback(event("accepted", "accepted")), CONFIG, TASKS)
     assert row(signals, "silent")["no_action"] is True and row(signals, "accepted")["no_action"] is False
     # The same silent trace with the flag cleared scores the same.
     silent = signals.filter(pl.col("trace_id") == "silent")
@@ -255,7 +258,7 @@ def test_heuristics_name_why_an_output_fails():
         {"trace_id": "json", "task_type": "slot_extraction", "output": '{"people": "4"}'},
         {"trace_id": "short", "task_type": "summarization", "output": "Too short."},
     )
-    signals = scoring.trace_signals(traces, empty_frame(FeedbackSchema), config=CONFIG)
+    signals = scoring.trace_signals(traces, empty_frame(FeedbackSchema), CONFIG, TASKS)
     assert dict(signals.select("trace_id", "heuristic").iter_rows()) == {
         "empty": "empty_output",
         "refusal": "refusal",
@@ -323,7 +326,7 @@ def test_gold_never_changes_the_calibrated_scores_of_simulated_traffic(simulated
         return json.dumps(parsed)
 
     traces = simulated["traces"].with_columns(pl.col("metadata").map_elements(swap_gold, return_dtype=pl.String))
-    signals = scoring.trace_signals(traces, simulated["feedback"], config=CONFIG)
+    signals = scoring.trace_signals(traces, simulated["feedback"], CONFIG, TASKS)
     model = scoring.fit_quality_model(signals, CONFIG)
     scored = scoring.score_traces(signals, model, CONFIG)
     assert set(scored.get_column("sim_gold").unique().to_list()) == {"not_a_label"}
@@ -362,7 +365,7 @@ def test_feedback_counts_within_the_lookback_and_not_after():
     assert too_late["p_good_signals"] == silent["p_good_signals"]
 
     # A longer lookback takes it into account.
-    longer = scoring.ScoringConfig.from_mapping({**load_config("scoring"), "feedback_lookback_days": lookback + 1})
+    longer = CONFIG.with_overrides({"feedback_lookback_days": lookback + 1})
     assert row(score(traces, feedback, config=longer), "too-late")["rejected"] is True
 
 
@@ -389,7 +392,7 @@ def test_orphan_feedback_is_reported_and_nothing_is_dropped():
     assert orphans.get_column("trace_id").to_list() == ["ghost", "ghost"]
     assert orphans.columns == feedback.columns
     assert feedback.height == 3  # the input is not modified
-    signals = scoring.trace_signals(traces, feedback, config=CONFIG)
+    signals = scoring.trace_signals(traces, feedback, CONFIG, TASKS)
     assert signals.get_column("trace_id").to_list() == ["known"]
     assert row(signals, "known")["feedback_events"] == 1 and not row(signals, "known")["reviewed"]
 
@@ -553,7 +556,7 @@ def test_candidates_of_simulated_traffic_are_its_distinct_scores(simulated):
 
 @pytest.mark.parametrize("method", ["platt", "isotonic"])
 def test_calibration_beats_the_raw_logit_on_held_out_traces(simulated, method):
-    config = scoring.ScoringConfig.from_mapping({**load_config("scoring"), "calibration": method})
+    config = CONFIG.with_overrides({"calibration": method})
     signals = simulated["signals"]
     model = scoring.fit_quality_model(signals, config) if method != "platt" else simulated["model"]
     reviewed = signals.filter(pl.col("review_good").is_not_null())
@@ -682,3 +685,48 @@ def test_mlflow_holds_one_run_per_threshold_on_sqlite(simulated, tmp_path):
 @pytest.mark.postgres
 def test_mlflow_holds_one_run_per_threshold_on_postgres(simulated, tmp_path, postgres_url):
     assert_one_run_per_candidate(postgres_url, (tmp_path / "artifacts").as_uri(), simulated, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. configs/scoring.yaml: a bad value is one line naming the file, the field and what is allowed
+
+
+def scoring_yaml_with(tmp_path, old: str, new: str):
+    text = (REPO_CONFIGS / "scoring.yaml").read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / "scoring.yaml"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("calibration: platt", "calibration: logistic", r"calibration: Input should be 'platt', 'isotonic' or 'none' \(got 'logistic'\)"),
+        ("precision_target: 0.95", "precision_target: 1.5", r"precision_target: Input should be less than 1 \(got 1.5\)"),
+        ("feedback_lookback_days: 3", "feedback_lookback_days: -1", r"feedback_lookback_days: Input should be greater than or equal to 0"),
+        ("min_reviewed: 20", "min_reviewed: 2.5", r"min_reviewed: Input should be a valid integer"),
+        ("judge_score_range: [0.0, 1.0]", "judge_score_range: [1.0, 0.0]", r"judge_score_range: Value error, \[low, high\] needs high > low"),
+        ("veto_signals: [edited,", "veto_signals: [no_action,", r"veto_signals\[0\]: Input should be 'accepted', .* or 'heuristic_failed' \(got 'no_action'\)"),
+        ("  copied: 0.5 ", "  copy: 0.5 ", r"weights.copied: Field required; weights.copy: unknown key"),
+        ("  rejected: -3.0", "  rejected: a lot", r"weights.rejected: Input should be a valid number"),
+        ("mlflow_experiment:", "mlflow_experiments:", r"mlflow_experiments: unknown key"),
+    ],
+)
+def test_a_bad_scoring_yaml_fails_with_one_line_naming_file_and_field(tmp_path, old, new, message):
+    path = scoring_yaml_with(tmp_path, old, new)
+    with pytest.raises(ConfigError) as failure:
+        scoring.ScoringConfig.from_yaml(path)
+    text = str(failure.value)
+    assert "\n" not in text and text.startswith(f"{path}: ")
+    assert re.search(message, text), text
+
+
+def test_weights_are_exactly_the_signals():
+    assert scoring.SIGNALS == tuple(scoring.SignalWeights.model_fields)
+    assert set(WEIGHTS) == set(scoring.SIGNALS)
+    assert CONFIG.weight("rejected") == WEIGHTS["rejected"] < 0
+    # Overrides go through the same validation as the file.
+    assert CONFIG.with_overrides({"weights": {"accepted": 2}}).weight("accepted") == 2.0
+    with pytest.raises(ConfigError, match="weights.sarcasm: unknown key"):
+        CONFIG.with_overrides({"weights": {"sarcasm": 1.0}})
