@@ -1,24 +1,26 @@
-"""Evaluation stage: the latest adapter on its dataset version's frozen holdout -> agreement,
-confidence thresholds, coverage and cost (holdout_eval), then, only past the blocking gate, a new
-MLflow registry version with alias `champion` (registered_model)."""
+"""Evaluation stage: the adapter that ``lora_adapter`` hands over, on the frozen holdout of the
+dataset version it trained on -> agreement, confidence thresholds, coverage and cost
+(holdout_eval); then, only past the blocking gate, a new MLflow registry version with alias
+`champion` (registered_model)."""
 
-import json
-import tempfile
+import enum
 from pathlib import Path
 from typing import Any, Optional
 
 import dagster as dg
-import polars as pl
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from loop_pipeline.core.evaluation import Candidate, EvalConfig
+from loop_pipeline.core.contracts import TrainedAdapter
+from loop_pipeline.core.evaluation import Candidate, EvalConfig, EvaluationOutcome, RegisteredModel
+from loop_pipeline.core.tasks import TasksConfig
 from loop_pipeline.defs.datasets.assets import TRAINING_DATASETS
 from loop_pipeline.defs.ingest.assets import RAW_TRACES
 from loop_pipeline.defs.training.assets import GPU_POOL, LORA_ADAPTER
-from loop_pipeline.resources import LoopStorage, MlflowTracking
+from loop_pipeline.resources import LoopConfigs, LoopStorage, MlflowTracking
 
 HOLDOUT_EVAL = dg.AssetKey("holdout_eval")
 REGISTERED_MODEL = dg.AssetKey("registered_model")
+RESULTS_IO = "results_io"
 DATASET_CHECKS = (
     "training_datasets_have_min_rows_per_task",
     "training_datasets_have_no_sensitive_text",
@@ -43,104 +45,139 @@ def dataset_check_results(instance: dg.DagsterInstance, version: str) -> Optiona
     return results or None
 
 
-def frontier_cost_per_request(storage: LoopStorage, trace_ids: pl.Series) -> float:
-    """What the frontier charged, on average, for the holdout's requests (reported or priced)."""
-    traces = storage.read_partitions(RAW_TRACES.path[-1]).select("trace_id", "cost_usd")
-    costs = traces.filter(pl.col("trace_id").is_in(trace_ids.to_list()) & pl.col("cost_usd").is_not_null())
-    if costs.height == 0:
-        raise ValueError("no frontier cost for the holdout's traces: cannot project a cost ratio")
-    return float(costs.get_column("cost_usd").mean())
-
-
-def champion_candidate(client, model_name: str, version: str) -> Candidate:
-    """The champion's model folder: where training left it, else downloaded from the registry."""
-    info = client.get_model_version(model_name, version)
-    tags = info.tags
-    path = tags.get("merged_path")
-    if not path or not Path(path).is_dir():
-        path = client.download_artifacts(info.run_id, "merged_model", tempfile.mkdtemp(prefix="loop-champion-"))
-    return Candidate(path, None, tags.get("system_prompt", "keep"), f"{model_name} v{version} (champion)")
+class SystemPrompt(str, enum.Enum):
+    keep = "keep"
+    drop = "drop"
 
 
 class HoldoutEvalConfig(dg.Config):
+    """By default the lora_adapter input's model is evaluated; ``model`` (+ ``adapter``) evaluates
+    an explicit folder instead, on the same dataset version (registered_model refuses that)."""
+
     max_examples: Optional[int] = Field(default=None, description="Evaluate on the first N holdout rows (quick run).")
+    model: Optional[str] = Field(default=None, description="A model folder to evaluate instead of the lora_adapter's.")
+    adapter: Optional[str] = Field(default=None, description="A LoRA adapter folder applied on `model`.")
+    system_prompt: Optional[SystemPrompt] = Field(
+        default=None, description="keep | drop: the prompt transform (default: as trained; keep for `model`)."
+    )
+
+    @model_validator(mode="after")
+    def _adapter_needs_model(self) -> "HoldoutEvalConfig":
+        if self.adapter and not self.model:
+            raise ValueError("adapter needs model (the base it applies to)")
+        return self
+
+
+def chosen_candidate(config: HoldoutEvalConfig, trained: TrainedAdapter) -> Candidate | None:
+    """The candidate the run config asks for; None: the lineage's own adapter, as trained."""
+    prompt = config.system_prompt.value if config.system_prompt else None
+    if config.model:
+        return Candidate(model_path=config.model, adapter_path=config.adapter, system_prompt=prompt or "keep", label=config.model)
+    if prompt is None or prompt == trained.system_prompt:
+        return None
+    return Candidate.from_adapter(trained).model_copy(update={"system_prompt": prompt})
+
+
+def report_folder(config: HoldoutEvalConfig, trained: TrainedAdapter, storage: LoopStorage) -> Path:
+    """Beside the adapter evaluated (the training run's, or --adapter's), else under LOOP_HOME."""
+    if config.model:
+        beside = Path(config.adapter) if config.adapter else storage.datasets_root
+    else:
+        beside = Path(trained.adapter_path)
+    return beside.parent / f"eval-{trained.dataset_version}"
+
+
+def evaluation_metadata(outcome: EvaluationOutcome) -> dict[str, Any]:
+    report = outcome.report
+    table = "| task type | agreement | threshold | coverage | served agreement | out-of-scope escalated |\n|---|---|---|---|---|---|\n"
+    for name, t in report.tasks.items():
+        table += (
+            f"| {name} | {t.agreement:.3f} | {t.threshold} | {t.coverage:.3f} | {t.served_agreement} | "
+            f"{t.out_of_scope_escalated} |\n"
+        )
+    return {
+        "dataset_version": report.dataset_version,
+        "candidate": report.model,
+        "from_lineage": outcome.from_lineage,
+        "training_run_id": str(outcome.trained.mlflow_run_id),
+        "coverage": report.coverage,
+        "blended_cost_ratio": report.cost.blended_cost_ratio,
+        "requests_per_s": report.requests_per_s,
+        "promote": outcome.decision.promote,
+        "tasks": dg.MetadataValue.md(table),
+        "decision": dg.MetadataValue.json(outcome.decision.model_dump(mode="json")),
+        **{f"plot_{Path(plot).stem}": dg.MetadataValue.path(plot) for plot in outcome.plots},
+        "mlflow_run_id": outcome.mlflow_run_id,
+    }
 
 
 @dg.asset(
     key=HOLDOUT_EVAL,
     group_name="evaluation",
-    deps=[LORA_ADAPTER, TRAINING_DATASETS, RAW_TRACES],
+    ins={"lora_adapter": dg.AssetIn(key=LORA_ADAPTER, input_manager_key=RESULTS_IO)},
+    deps=[TRAINING_DATASETS, RAW_TRACES],
+    io_manager_key=RESULTS_IO,
     pool=GPU_POOL,
     kinds={"pytorch", "mlflow"},
-    description="The latest adapter on the frozen holdout of the version it trained on: agreement with the "
+    description="The lora_adapter result on the frozen holdout of the version it trained on: agreement with the "
     "frontier per task type, confidence threshold reaching the target agreement (fixed-sequence binomial "
     "tests on a calibration half), coverage and out-of-scope escalation on the other half, blended cost "
     "ratio, paired comparison with the champion; an MLflow run (experiment loop-evaluation) with plots.",
 )
 def holdout_eval(
-    context: dg.AssetExecutionContext, config: HoldoutEvalConfig, storage: LoopStorage, mlflow: MlflowTracking
-) -> dg.MaterializeResult:
-    from loop_pipeline.core.evaluation import run_evaluation
+    context: dg.AssetExecutionContext,
+    config: HoldoutEvalConfig,
+    lora_adapter: TrainedAdapter,
+    configs: LoopConfigs,
+    storage: LoopStorage,
+    mlflow: MlflowTracking,
+) -> dg.Output[EvaluationOutcome]:
+    from loop_pipeline.core.evaluation import frontier_cost_per_request, run_evaluation
 
-    trained = storage.read_document(LORA_ADAPTER.path[-1])
-    overrides = {"max_examples": config.max_examples} if config.max_examples else {}
+    eval_config = configs.load(EvalConfig)
+    if config.max_examples:
+        eval_config = eval_config.with_overrides({"max_examples": config.max_examples}, source="holdout_eval config")
+    tasks = configs.load(TasksConfig)
     outcome = run_evaluation(
-        trained,
-        storage.datasets_root,
-        EvalConfig.load(overrides),
+        lora_adapter,
+        eval_config,
+        tasks,
         tracking=mlflow.target(),
-        frontier_cost=lambda ids: frontier_cost_per_request(storage, ids),
-        dataset_checks=lambda version: dataset_check_results(context.instance, version),
-        champion=champion_candidate,
+        frontier_cost=lambda ids: frontier_cost_per_request(storage.read_partitions(RAW_TRACES.path[-1]), ids),
+        dataset_checks=dataset_check_results(context.instance, lora_adapter.dataset_version),
+        output_dir=report_folder(config, lora_adapter, storage),
+        candidate=chosen_candidate(config, lora_adapter),
         progress=context.log.info,
     )
-    storage.write_document(HOLDOUT_EVAL.path[-1], outcome)
-    return dg.MaterializeResult(metadata=evaluation_metadata(outcome))
-
-
-def evaluation_metadata(outcome: dict[str, Any]) -> dict[str, Any]:
-    report = outcome["report"]
-    tasks = report["tasks"]
-    table = "| task type | agreement | threshold | coverage | served agreement | out-of-scope escalated |\n|---|---|---|---|---|---|\n"
-    for name, t in tasks.items():
-        table += (
-            f"| {name} | {t['agreement']:.3f} | {t['threshold']} | {t['coverage']:.3f} | {t['served_agreement']} | "
-            f"{t['out_of_scope_escalated']} |\n"
-        )
-    return {
-        "dataset_version": report["dataset_version"],
-        "candidate": report["model"],
-        "coverage": report["coverage"],
-        "blended_cost_ratio": report["cost"]["blended_cost_ratio"],
-        "requests_per_s": report["requests_per_s"],
-        "promote": outcome["decision"]["promote"],
-        "tasks": dg.MetadataValue.md(table),
-        "decision": dg.MetadataValue.json(outcome["decision"]),
-        **{f"plot_{Path(plot).stem}": dg.MetadataValue.path(plot) for plot in outcome["plots"]},
-        "mlflow_run_id": outcome["mlflow_run_id"],
-    }
+    return dg.Output(outcome, metadata={**evaluation_metadata(outcome), **configs.metadata(eval_config, tasks)})
 
 
 @dg.asset(
     key=REGISTERED_MODEL,
     group_name="evaluation",
-    deps=[HOLDOUT_EVAL],
+    ins={"holdout_eval": dg.AssetIn(key=HOLDOUT_EVAL)},
+    io_manager_key=RESULTS_IO,
     kinds={"mlflow"},
     description="A new version of the MLflow registered model for a candidate that passed the gate, tagged with "
     "dataset version, base model, thresholds, coverage, agreement and cost ratio; alias `champion` moves to "
-    "it and the old champion becomes `previous`. Blocking checks on holdout_eval stop it otherwise.",
+    "it and the old champion becomes `previous`. Blocking checks on holdout_eval stop it otherwise; an "
+    "evaluation of an explicit model folder is refused.",
 )
-def registered_model(context: dg.AssetExecutionContext, storage: LoopStorage, mlflow: MlflowTracking) -> dg.MaterializeResult:
+def registered_model(
+    context: dg.AssetExecutionContext, holdout_eval: EvaluationOutcome, configs: LoopConfigs, mlflow: MlflowTracking
+) -> dg.Output[RegisteredModel]:
     from loop_pipeline.core.evaluation import register_and_promote
+    from loop_pipeline.core.registry import RegistryError
 
-    outcome = storage.read_document(HOLDOUT_EVAL.path[-1])
-    if not outcome["decision"]["promote"]:
-        reasons = [r for part in outcome["decision"]["parts"].values() if not part["passed"] for r in part["reasons"]]
-        raise dg.Failure(description="the gate refused this candidate: " + "; ".join(reasons))
-    move = register_and_promote(outcome, mlflow.target(), EvalConfig.load())
-    storage.write_document(REGISTERED_MODEL.path[-1], move)
+    eval_config = configs.load(EvalConfig)
+    try:
+        move = register_and_promote(holdout_eval, mlflow.target(), eval_config)
+    except RegistryError as exc:
+        raise dg.Failure(description=str(exc)) from exc
     context.log.info(
-        f"{move['model_name']} v{move['champion']} is the champion"
-        + (" already (same training run)" if move["unchanged"] else f" (previous: {move['previous']})")
+        f"{move.model_name} v{move.champion} is the champion"
+        + (" already (same training run)" if move.unchanged else f" (previous: {move.previous})")
     )
-    return dg.MaterializeResult(metadata={k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in move.items() if v is not None})
+    metadata: dict[str, Any] = {k: v for k, v in move.model_dump(exclude={"tags"}).items() if v is not None}
+    metadata["tags"] = dg.MetadataValue.json(move.tags)
+    return dg.Output(move, metadata={**metadata, **configs.metadata(eval_config)})
