@@ -14,8 +14,9 @@ import time
 import numpy as np
 import polars as pl
 import pytest
+from pydantic import ValidationError
 
-from loop_pipeline.core import dedup
+from loop_pipeline.config import ConfigError
 from loop_pipeline.core.dedup import (
     DedupConfig,
     deduplicate,
@@ -24,7 +25,10 @@ from loop_pipeline.core.dedup import (
     normalize_text,
     overlapping_ids,
 )
-from loop_pipeline.settings import ConfigError, load_config
+from loop_pipeline.core.dedup import lsh, minhash
+from loop_pipeline_tests.helpers import REPO_CONFIGS
+
+DEFAULT = DedupConfig()
 
 BASE_20 = (
     "please summarize the attached quarterly report for the finance team and highlight "
@@ -53,7 +57,7 @@ def _normalized(values: list[str | None]) -> list[str | None]:
     return pl.select(normalize_text(pl.lit(pl.Series(values, dtype=pl.String)))).to_series().to_list()
 
 
-def _clusters(texts: list[str | None], config: DedupConfig | None = None) -> list[int]:
+def _clusters(texts: list[str | None], config: DedupConfig = DEFAULT) -> list[int]:
     frame = pl.DataFrame({"id": [f"r{i}" for i in range(len(texts))], "text": pl.Series(texts, dtype=pl.String)})
     result = near_duplicate_clusters(frame, "id", "text", config)
     assert result.columns == ["id", "cluster_id"]
@@ -127,7 +131,7 @@ def test_one_word_changed_in_a_20_word_text_clusters():
     originals = [" ".join(row) for row in words]
     copies = [" ".join(row) for row in changed_words]
     frame = pl.DataFrame({"id": np.arange(600), "text": originals + copies})
-    cluster = near_duplicate_clusters(frame, "id", "text").get_column("cluster_id").to_numpy()
+    cluster = near_duplicate_clusters(frame, "id", "text", DEFAULT).get_column("cluster_id").to_numpy()
     recovered = np.mean(cluster[:300] == cluster[300:])
     assert recovered >= 0.9
     # No pair of different originals merged.
@@ -144,7 +148,7 @@ def test_unrelated_texts_do_not_cluster():
     edited = words.copy()
     edited[:, 3], edited[:, 15] = "editone", "edittwo"
     frame = pl.DataFrame({"id": np.arange(600), "text": [" ".join(r) for r in words] + [" ".join(r) for r in edited]})
-    cluster = near_duplicate_clusters(frame, "id", "text").get_column("cluster_id").to_numpy()
+    cluster = near_duplicate_clusters(frame, "id", "text", DEFAULT).get_column("cluster_id").to_numpy()
     assert np.mean(cluster[:300] == cluster[300:]) <= 0.12
 
 
@@ -179,7 +183,7 @@ def test_minhash_estimates_jaccard_without_bias():
     estimates = []
     for seed in range(60):
         config = DedupConfig(shingle_size=1, seed=seed)
-        signatures = dedup._signatures(texts, config)
+        signatures = minhash.signatures(texts, config)
         assert signatures.shape == (2, 64) and signatures.dtype == np.uint32
         estimates.append(np.mean(signatures[0] == signatures[1]))
     assert abs(np.mean(estimates) - 2 / 3) < 0.02
@@ -192,12 +196,12 @@ def test_giant_buckets_are_capped_and_still_connected():
     texts = [f"{BASE_20} ref{i}" for i in range(300)]
     capped = DedupConfig(max_bucket_size=4, giant_bucket_window=2)
     assert set(_clusters(texts, capped)) == {0}
-    signatures = dedup._signatures(pl.Series(texts).str.to_lowercase(), capped)
-    lo, hi = dedup._candidate_pairs(signatures, capped)
+    signatures = minhash.signatures(pl.Series(texts).str.to_lowercase(), capped)
+    lo, hi = lsh.candidate_pairs(signatures, capped)
     assert lo.size <= 300 * capped.bands * capped.giant_bucket_window
     assert lo.size < 300 * 299 // 2
     assert np.all(lo < hi)
-    uncapped_lo, _ = dedup._candidate_pairs(signatures, DedupConfig(max_bucket_size=1000))
+    uncapped_lo, _ = lsh.candidate_pairs(signatures, DedupConfig(max_bucket_size=1000))
     assert uncapped_lo.size > lo.size
 
 
@@ -208,29 +212,29 @@ def test_results_are_deterministic_and_seeded():
     second = near_duplicate_clusters(frame, "id", "text", DedupConfig(seed=3))
     assert first.equals(second)
     series = pl.Series(texts)
-    same = dedup._signatures(series, DedupConfig(seed=3))
-    assert np.array_equal(same, dedup._signatures(series, DedupConfig(seed=3)))
-    assert not np.array_equal(same, dedup._signatures(series, DedupConfig(seed=4)))
+    same = minhash.signatures(series, DedupConfig(seed=3))
+    assert np.array_equal(same, minhash.signatures(series, DedupConfig(seed=3)))
+    assert not np.array_equal(same, minhash.signatures(series, DedupConfig(seed=4)))
 
 
 def test_empty_and_all_null_frames():
     empty = pl.DataFrame({"id": pl.Series([], dtype=pl.Int64), "text": pl.Series([], dtype=pl.String)})
-    assert near_duplicate_clusters(empty, "id", "text").height == 0
-    kept, stats = deduplicate(empty.with_columns(pl.lit(1.0).alias("score")), "id", "text", "score")
+    assert near_duplicate_clusters(empty, "id", "text", DEFAULT).height == 0
+    kept, stats = deduplicate(empty.with_columns(pl.lit(1.0).alias("score")), "id", "text", "score", DEFAULT)
     assert kept.height == 0
     assert stats == {"input": 0, "exact_duplicates_removed": 0, "near_duplicates_removed": 0, "kept": 0}
     nulls = pl.DataFrame({"id": [1, 2], "text": [None, None]})
-    assert near_duplicate_clusters(nulls, "id", "text").get_column("cluster_id").to_list() == [0, 1]
+    assert near_duplicate_clusters(nulls, "id", "text", DEFAULT).get_column("cluster_id").to_list() == [0, 1]
 
 
 def test_bad_columns_are_rejected():
     frame = pl.DataFrame({"id": [1], "text": ["a"], "number": [1.0]})
     with pytest.raises(ValueError, match="missing|not in the frame"):
-        near_duplicate_clusters(frame, "id", "prompt")
+        near_duplicate_clusters(frame, "id", "prompt", DEFAULT)
     with pytest.raises(TypeError, match="string"):
-        near_duplicate_clusters(frame, "id", "number")
+        near_duplicate_clusters(frame, "id", "number", DEFAULT)
     with pytest.raises(TypeError, match="numeric"):
-        deduplicate(frame, "id", "text", "text")
+        deduplicate(frame, "id", "text", "text", DEFAULT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,7 +261,7 @@ def test_deduplicate_keeps_highest_score_ties_earliest_and_input_order():
             "extra": list(range(9)),
         }
     )
-    kept, stats = deduplicate(frame, "id", "text", "score")
+    kept, stats = deduplicate(frame, "id", "text", "score", DEFAULT)
     assert kept.get_column("id").to_list() == ["a", "b", "f", "g", "i"]
     assert kept.columns == frame.columns
     assert kept.get_column("extra").to_list() == [0, 1, 5, 6, 8]
@@ -268,7 +272,7 @@ def test_deduplicate_keeps_highest_score_ties_earliest_and_input_order():
 
 def test_deduplicate_null_scores_lose_and_integer_scores_work():
     frame = pl.DataFrame({"id": [1, 2, 3], "text": ["same text", "Same text.", "SAME TEXT"], "score": [None, 2, 2]})
-    kept, stats = deduplicate(frame, "id", "text", "score")
+    kept, stats = deduplicate(frame, "id", "text", "score", DEFAULT)
     assert kept.get_column("id").to_list() == [2]
     assert stats["input"] == stats["exact_duplicates_removed"] + stats["near_duplicates_removed"] + stats["kept"]
 
@@ -292,7 +296,7 @@ def test_overlapping_ids_finds_exact_and_near_leaks():
             ],
         }
     )
-    leaked = overlapping_ids(train, holdout, "id", "text")
+    leaked = overlapping_ids(train, holdout, "id", "text", DEFAULT)
     assert leaked.columns == ["id"]
     assert leaked.get_column("id").to_list() == [2, 3]
     clean = train.join(leaked, on="id", how="anti")
@@ -302,7 +306,7 @@ def test_overlapping_ids_finds_exact_and_near_leaks():
 def test_overlapping_ids_is_empty_for_disjoint_sets():
     left = pl.DataFrame({"id": ["x", "y", "z"], "text": UNRELATED[:3]})
     right = pl.DataFrame({"id": ["p", "q"], "text": UNRELATED[3:5]})
-    result = overlapping_ids(left, right, "id", "text")
+    result = overlapping_ids(left, right, "id", "text", DEFAULT)
     assert result.height == 0
     assert result.schema == pl.Schema({"id": pl.String})
 
@@ -351,7 +355,7 @@ def test_overlapping_ids_agrees_with_brute_force_on_signatures():
     config = DedupConfig()
     found = set(overlapping_ids(left, right, "id", "text", config).get_column("id").to_list())
     # Brute force: every left x right pair by its MinHash estimate.
-    signatures = dedup._signatures(pl.Series(left_texts + right_texts), config)
+    signatures = minhash.signatures(pl.Series(left_texts + right_texts), config)
     estimate = (signatures[: len(left_texts), None, :] == signatures[None, len(left_texts) :, :]).mean(axis=2)
     truth = set(np.flatnonzero((estimate >= config.jaccard_threshold).any(axis=1)).tolist())
     assert found <= truth  # every reported leak is a verified one
@@ -364,42 +368,41 @@ def test_overlapping_ids_agrees_with_brute_force_on_signatures():
 
 
 def test_config_file_documents_the_defaults():
-    assert DedupConfig.load() == DedupConfig()
-    assert DedupConfig.from_mapping(load_config("dedup")) == DedupConfig()
-    assert DedupConfig.from_mapping(None) == DedupConfig()
+    assert DedupConfig.from_yaml(REPO_CONFIGS / "dedup.yaml") == DedupConfig()
+    assert DedupConfig.from_mapping({}) == DedupConfig()
 
 
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"shingles": "word", "bandz": 4}, r"unknown key\(s\) \['bandz', 'shingles'\]"),
-        ({"shingle": "sentence"}, "dedup.shingle"),
-        ({"shingle_size": 0}, "dedup.shingle_size"),
-        ({"shingle_size": 2.5}, "dedup.shingle_size"),
-        ({"num_perm": 64, "bands": 10}, "dedup.bands: must divide"),
-        ({"jaccard_threshold": 0}, "dedup.jaccard_threshold"),
-        ({"jaccard_threshold": 1.5}, "dedup.jaccard_threshold"),
-        ({"jaccard_threshold": "high"}, "dedup.jaccard_threshold"),
-        ({"seed": -1}, "dedup.seed"),
-        ({"max_bucket_size": 1}, "dedup.max_bucket_size"),
-        ({"giant_bucket_window": True}, "dedup.giant_bucket_window"),
+        ({"shingles": "word", "bandz": 4}, r"^dedup.yaml: shingles: unknown key; bandz: unknown key$"),
+        ({"shingle": "sentence"}, r"shingle: Input should be 'word' or 'char' \(got 'sentence'\)"),
+        ({"shingle_size": 0}, r"shingle_size: Input should be greater than or equal to 1 \(got 0\)"),
+        ({"shingle_size": 2.5}, r"shingle_size: Input should be a valid integer"),
+        ({"num_perm": 64, "bands": 10}, r"bands \(10\) must divide num_perm \(64\) evenly"),
+        ({"jaccard_threshold": 0}, r"jaccard_threshold: Input should be greater than 0"),
+        ({"jaccard_threshold": 1.5}, r"jaccard_threshold: Input should be less than or equal to 1"),
+        ({"jaccard_threshold": "high"}, r"jaccard_threshold: Input should be a valid number"),
+        ({"seed": -1}, r"seed: Input should be greater than or equal to 0"),
+        ({"max_bucket_size": 1}, r"max_bucket_size: Input should be greater than or equal to 2"),
+        ({"giant_bucket_window": True}, r"giant_bucket_window: Input should be a valid integer \(got True\)"),
     ],
 )
 def test_config_errors_name_the_problem(raw, message):
     with pytest.raises(ConfigError, match=message):
-        DedupConfig.from_mapping(raw)
+        DedupConfig.from_mapping(raw, source="dedup.yaml")
 
 
-def test_config_errors_from_a_file_and_from_code(tmp_path, monkeypatch):
-    (tmp_path / "dedup.yaml").write_text("shingle: word\nnum_permutations: 32\n", encoding="utf-8")
-    monkeypatch.setenv("LOOP_CONFIG_DIR", str(tmp_path))
-    with pytest.raises(ConfigError, match="num_permutations"):
-        DedupConfig.load()
-    (tmp_path / "dedup.yaml").write_text("shingle: char\nshingle_size: 5\njaccard_threshold: 1\n", encoding="utf-8")
-    assert DedupConfig.load() == DedupConfig(shingle="char", shingle_size=5, jaccard_threshold=1.0)
-    frame = pl.DataFrame({"id": [1], "text": ["a"]})
-    with pytest.raises(ConfigError, match="dedup.bands"):
-        near_duplicate_clusters(frame, "id", "text", DedupConfig(bands=7))
+def test_config_errors_from_a_file_and_from_code(tmp_path):
+    path = tmp_path / "dedup.yaml"
+    path.write_text("shingle: word\nnum_permutations: 32\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"^{path}: num_permutations: unknown key$"):
+        DedupConfig.from_yaml(path)
+    path.write_text("shingle: char\nshingle_size: 5\njaccard_threshold: 1\n", encoding="utf-8")
+    assert DedupConfig.from_yaml(path) == DedupConfig(shingle="char", shingle_size=5, jaccard_threshold=1.0)
+    # Built in code, a config is validated just the same: no invalid one reaches the algorithms.
+    with pytest.raises(ValidationError, match="must divide num_perm"):
+        DedupConfig(bands=7)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -461,7 +464,7 @@ def _synthetic_corpus(n: int, seed: int) -> pl.DataFrame:
 def test_200k_texts_planted_near_duplicates_recovered_quickly():
     corpus = _synthetic_corpus(200_000, seed=2024)
     started = time.perf_counter()
-    clusters = near_duplicate_clusters(corpus, "id", "text")
+    clusters = near_duplicate_clusters(corpus, "id", "text", DEFAULT)
     elapsed = time.perf_counter() - started
     print(f"near_duplicate_clusters: 200,000 rows in {elapsed:.2f} s ({200_000 / elapsed:,.0f} rows/s)")
     assert elapsed < 90
@@ -481,7 +484,7 @@ def test_200k_texts_planted_near_duplicates_recovered_quickly():
     assert merged_pairs / unrelated_pairs < 1e-7
     assert sizes.filter(pl.col("families") > 1).height <= 5
 
-    kept, stats = deduplicate(corpus.with_columns(pl.col("id").cast(pl.Float64).alias("score")), "id", "text", "score")
+    kept, stats = deduplicate(corpus.with_columns(pl.col("id").cast(pl.Float64).alias("score")), "id", "text", "score", DEFAULT)
     assert stats["input"] == 200_000
     assert stats["kept"] == kept.height == joined.get_column("cluster_id").n_unique()
     assert stats["exact_duplicates_removed"] + stats["near_duplicates_removed"] + stats["kept"] == 200_000
@@ -489,7 +492,7 @@ def test_200k_texts_planted_near_duplicates_recovered_quickly():
     assert kept.get_column("id").is_sorted()  # input order
 
     holdout = corpus.slice(180_000)
-    leaked = overlapping_ids(corpus.slice(0, 180_000), holdout, "id", "text")
+    leaked = overlapping_ids(corpus.slice(0, 180_000), holdout, "id", "text", DEFAULT)
     leaked_families = corpus.join(leaked, on="id").get_column("family")
     assert leaked_families.is_in(holdout.get_column("family").implode()).all()
     expected = corpus.slice(0, 180_000).filter(pl.col("family").is_in(holdout.get_column("family").implode()))
