@@ -16,14 +16,16 @@ from hypothesis import strategies as st
 
 from loop_pipeline.core.costs import PriceTable
 from loop_pipeline.core.ingest import IngestConfig, IngestInputError, SourceFile, discover, ingest, write_result
+from loop_pipeline.resources import LoopStorage
 from loop_pipeline.sim import SimulationConfig
 from loop_pipeline.schemas import QUARANTINE_REASONS
-from loop_pipeline.settings import load_config
+from loop_pipeline.settings import REPO_ROOT
 from loop_pipeline_tests.helpers import simulate_landing
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 1, 10, 0, 0, tzinfo=UTC)
 DEFAULT = IngestConfig()
+PRICES = PriceTable.from_yaml(REPO_ROOT / "configs" / "prices.yaml")
 COUNT_KEYS = ("records_in", "valid", "duplicates", "quarantined")
 
 
@@ -77,7 +79,7 @@ def write_jsonl(path: Path, items: list[dict[str, Any] | str]) -> Path:
 
 
 def run(paths: list[Path | str], kind: str | None = None, config: IngestConfig = DEFAULT):
-    return ingest(discover([str(p) for p in paths], record_kind=kind), config=config)
+    return ingest(discover([str(p) for p in paths], record_kind=kind), config, PRICES)
 
 
 def assert_accounting(summary: dict[str, Any]) -> None:
@@ -397,7 +399,7 @@ def test_accounting_property(tmp_path_factory, plan, feedback_plan, slice_rows):
     sources = discover([str(folder / "traces.jsonl")], record_kind="trace") + discover(
         [str(folder / "feedback.jsonl")], record_kind="feedback"
     )
-    result = ingest(sources, config=IngestConfig(decode_slice_rows=slice_rows))
+    result = ingest(sources, IngestConfig(decode_slice_rows=slice_rows), PRICES)
     summary = result.summary()
 
     assert_accounting(summary)
@@ -479,21 +481,39 @@ def test_reingest_writes_byte_identical_files(tmp_path):
     before = _snapshot(first)
     write_result(run([landing]), first)
 
+    # The warehouse layout: tables by event day; the quarantine under the run's newest day.
     assert sorted(before) == [
-        "feedback/date=2026-11-01/part-0.parquet",
-        "feedback/date=2026-11-03/part-0.parquet",
-        "quarantine/part-0.parquet",
+        "feedback_events/2026-11-01.parquet",
+        "feedback_events/2026-11-03.parquet",
+        "quarantined_records/2026-11-03.parquet",
+        "raw_traces/2026-11-01.parquet",
+        "raw_traces/2026-11-02.parquet",
         "summary.json",
-        "traces/date=2026-11-01/part-0.parquet",
-        "traces/date=2026-11-02/part-0.parquet",
     ]
     assert _snapshot(second) == before
     assert _snapshot(first) == before
     assert json.loads((first / "summary.json").read_text()) == summary
-    assert pl.read_parquet(first / "traces/date=2026-11-02/part-0.parquet")["trace_id"].to_list() == ["t-2"]
-    assert pl.read_parquet(first / "quarantine/part-0.parquet")["reason"].sort().to_list() == ["invalid_value", "malformed_json"]
+    assert pl.read_parquet(first / "raw_traces/2026-11-02.parquet")["trace_id"].to_list() == ["t-2"]
+    assert pl.read_parquet(first / "quarantined_records/2026-11-03.parquet")["reason"].sort().to_list() == ["invalid_value", "malformed_json"]
+    # The same tables the Dagster assets write, so the warehouse's reader opens the folder.
+    warehouse = LoopStorage(landing_url=str(landing), warehouse_dir=str(first))
+    assert warehouse.read_partitions("raw_traces")["trace_id"].to_list() == ["t-1", "t-2"]
+    assert warehouse.table_partitions("feedback_events") == ["2026-11-01", "2026-11-03"]
     # Nothing but the result is left beside the output folder.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["landing", "out1", "out2"]
+
+
+def test_write_result_with_nothing_valid_keeps_the_quarantine_undated(tmp_path):
+    landing = write_jsonl(tmp_path / "landing" / "traces.jsonl", ["{oops", json.dumps(trace("t-1", timestamp="whenever"))])
+
+    write_result(run([landing]), tmp_path / "out")
+
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file()) == [
+        "quarantined_records/undated.parquet",
+        "summary.json",
+    ]
+    quarantine = pl.read_parquet(tmp_path / "out" / "quarantined_records" / "undated.parquet")
+    assert quarantine["reason"].sort().to_list() == ["malformed_json", "unparsable_timestamp"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -536,7 +556,7 @@ def test_timestamp_forms_parse_to_the_utc_instant(tmp_path, written, expected):
 
 
 def test_costs_computed_reported_and_unknown(tmp_path):
-    models = load_config("prices")["models"]
+    models = PRICES.models
     mini, full = models["gpt-4o-mini"], models["gpt-4o"]
     path = write_jsonl(
         tmp_path / "t.jsonl",
@@ -552,8 +572,8 @@ def test_costs_computed_reported_and_unknown(tmp_path):
     result = run([path], kind="trace")
     rows = {r["trace_id"]: r for r in result.traces.iter_rows(named=True)}
 
-    expected_mini = (1000 * mini["input"] + 200 * mini["output"]) / 1e6
-    expected_full = (1000 * full["input"] + 200 * full["output"]) / 1e6
+    expected_mini = (1000 * mini.input_per_mtok + 200 * mini.output_per_mtok) / 1e6
+    expected_full = (1000 * full.input_per_mtok + 200 * full.output_per_mtok) / 1e6
     assert expected_mini != expected_full
     assert rows["mini"]["cost_usd"] == expected_mini
     assert rows["mini"]["cost_source"] == "computed"
@@ -568,7 +588,7 @@ def test_costs_computed_reported_and_unknown(tmp_path):
 
 
 def test_price_lookup_prefers_the_longest_prefix():
-    prices = PriceTable.load()
+    prices = PRICES
     assert prices.lookup("gpt-4o-mini-2024-07-18") == prices.lookup("gpt-4o-mini")
     assert prices.lookup("gpt-4o-mini-2024-07-18") != prices.lookup("gpt-4o")
     assert prices.lookup("gpt-4.1-nano-2025-04-14") == prices.lookup("gpt-4.1-nano")
@@ -677,7 +697,7 @@ def test_fsspec_memory_folder_ingests_like_local(tmp_path):
         url = f"memory://{root.lstrip('/')}"
 
         sources = discover([url])
-        remote = ingest(sources, config=DEFAULT)
+        remote = ingest(sources, DEFAULT, PRICES)
     finally:
         fs.rm(root, recursive=True)
     here = run([local])
@@ -713,7 +733,7 @@ def test_detect_splits_traces_and_feedback(tmp_path):
     write_jsonl(tmp_path / ".hidden" / "skip.jsonl", [trace("t-hidden")])
 
     sources = discover([str(tmp_path)])
-    result = ingest(sources, config=DEFAULT)
+    result = ingest(sources, DEFAULT, PRICES)
 
     assert len(sources) == 4
     assert sorted(result.traces["trace_id"].to_list()) == ["t-1", "t-2"]
@@ -729,7 +749,7 @@ def test_detect_splits_traces_and_feedback(tmp_path):
 
 def test_explicit_kind_overrides_detection(tmp_path):
     path = write_jsonl(tmp_path / "feedback" / "x.jsonl", [trace("t-1")])
-    result = ingest([SourceFile(str(path), "x.jsonl", "trace")], config=DEFAULT)
+    result = ingest([SourceFile(str(path), "x.jsonl", "trace")], DEFAULT, PRICES)
     assert result.traces["trace_id"].to_list() == ["t-1"]
     assert result.traces["source_file"].to_list() == ["x.jsonl"]
 

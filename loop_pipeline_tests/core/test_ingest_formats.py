@@ -16,11 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from loop_pipeline.cli import app
-from loop_pipeline.core.bench import synthetic_otlp_lines
+from loop_pipeline.bench.synthetic import synthetic_otlp_lines
 from loop_pipeline.core.ingest import FORMAT_CHOICES, IngestConfig, SourceFile, discover, ingest
 from loop_pipeline.core.ingest.formats import detect_format
 from loop_pipeline.core.ingest.formats.mapping import FeedbackMapping, TaskTypeMapping
-from loop_pipeline.settings import ConfigError, load_config
+from loop_pipeline.config import ConfigError
+from loop_pipeline.core.costs import PriceTable
+from loop_pipeline.settings import REPO_ROOT
 from loop_pipeline_tests.helpers import last_json_line
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -35,6 +37,8 @@ UTC = dt.timezone.utc
 START_NS = 1_793_527_200_000_000_000  # 2026-11-01T10:00:00Z
 START = dt.datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
 DEFAULT = IngestConfig()
+PRICES = PriceTable.from_yaml(REPO_ROOT / "configs" / "prices.yaml")
+MINI = PRICES.models["gpt-4o-mini"]
 DROP = ["source_format", "source_file"]
 JOKE = " Why did the developer bring OpenTelemetry to the party? Because it always knows how to trace the fun!"
 PARIS = [
@@ -51,7 +55,7 @@ runner = CliRunner()
 
 
 def run(paths: list[Path | str], config: IngestConfig = DEFAULT, **kwargs: Any):
-    return ingest(discover([str(p) for p in paths]), config=config, **kwargs)
+    return ingest(discover([str(p) for p in paths]), config, PRICES, **kwargs)
 
 
 def assert_accounting(summary: dict[str, Any]) -> None:
@@ -280,7 +284,6 @@ def test_deprecated_otel_content_forms(tmp_path, shape):
     result = run([path])
 
     assert result.traces.height == 2, reasons(result)
-    mini = load_config("prices")["models"]["gpt-4o-mini"]
     for record in result.traces.iter_rows(named=True):
         assert record["source_format"] == shape and record["provider"] == "openai"
         assert record["messages"] == [
@@ -290,7 +293,7 @@ def test_deprecated_otel_content_forms(tmp_path, shape):
         assert record["output"] == "report_lost_card"
     first = row(result.traces, "1" * 16)
     assert (first["input_tokens"], first["output_tokens"]) == (30, 2)
-    assert first["cost_usd"] == pytest.approx((30 * mini["input"] + 2 * mini["output"]) / 1e6)
+    assert first["cost_usd"] == pytest.approx((30 * MINI.input_per_mtok + 2 * MINI.output_per_mtok) / 1e6)
     assert first["cost_source"] == "computed"
 
 
@@ -666,8 +669,7 @@ def test_langfuse_scores_data_types_and_updates(tmp_path):
 
     call = row(result.traces, "g-1")
     assert call["output"] == "card_declined" and call["latency_ms"] == 400.0
-    mini = load_config("prices")["models"]["gpt-4o-mini"]
-    assert call["cost_usd"] == (1000 * mini["input"] + 200 * mini["output"]) / 1e6
+    assert call["cost_usd"] == (1000 * MINI.input_per_mtok + 200 * MINI.output_per_mtok) / 1e6
     assert call["cost_source"] == "computed"
     assert call["user_id"] == "u-1"
     feedback = {r["feedback_id"]: r for r in result.feedback.iter_rows(named=True)}
@@ -703,8 +705,7 @@ def test_mlflow_trace_and_assessments():
         {"role": "user", "content": "how much has the dow changed today"},
     ]
     assert call["output"] == "oos"
-    mini = load_config("prices")["models"]["gpt-4o-mini"]
-    assert (call["cost_usd"], call["cost_source"]) == ((41 * mini["input"] + 1 * mini["output"]) / 1e6, "computed")
+    assert (call["cost_usd"], call["cost_source"]) == ((41 * MINI.input_per_mtok + 1 * MINI.output_per_mtok) / 1e6, "computed")
     assert call["timestamp"] == dt.datetime(2026, 11, 28, 6, 32, 36, 506975, tzinfo=UTC)
     assert call["latency_ms"] == pytest.approx(12.071276)
     metadata = json.loads(call["metadata"])
@@ -769,8 +770,7 @@ def test_openai_batch_output_joins_its_input_beside_it(tmp_path):
     ]
     assert first["output"] == "Hello! How can I assist you today?"
     assert (first["input_tokens"], first["output_tokens"]) == (20, 10)
-    mini = load_config("prices")["models"]["gpt-4o-mini"]
-    assert first["cost_usd"] == pytest.approx((20 * mini["input"] + 10 * mini["output"]) / 1e6 * 0.5)  # Batch: half price
+    assert first["cost_usd"] == pytest.approx((20 * MINI.input_per_mtok + 10 * MINI.output_per_mtok) / 1e6 * 0.5)  # Batch: half price
     assert first["cost_source"] == "computed"
     assert first["timestamp"] == dt.datetime(2024, 12, 23, 20, 36, 42, tzinfo=UTC)
     assert json.loads(first["metadata"])["custom_id"] == "request-1"
@@ -1088,7 +1088,7 @@ def test_explicit_format_overrides_detection(tmp_path):
     detected = run([path])
     as_native = run([path], source_format="native")
     as_openinference = run([path], source_format="openinference")
-    per_file = ingest([SourceFile(str(path), "spans.jsonl", source_format="litellm")], config=DEFAULT)
+    per_file = ingest([SourceFile(str(path), "spans.jsonl", source_format="litellm")], DEFAULT, PRICES)
 
     assert detected.traces["source_format"].to_list() == ["otel"]
     assert as_native.traces.height == 0
@@ -1149,26 +1149,46 @@ def test_task_type_from_a_metadata_key_on_every_format(tmp_path):
 @pytest.mark.parametrize(
     ("section", "raw", "message"),
     [
-        ("task_type", {"rules": [{"match": "color", "pattern": "x", "task_type": "y"}]}, "match"),
-        ("task_type", {"rules": [{"match": "span_name", "pattern": "(", "task_type": "y"}]}, "invalid regular expression"),
-        ("task_type", {"rules": [{"match": "span_name", "pattern": "x"}]}, "task_type: required"),
-        ("task_type", {"rules": [{"match": "metadata_key"}]}, "key"),
-        ("task_type", {"default": 3}, "default"),
-        ("task_type", {"fallback": "x"}, "unknown key"),
-        ("feedback", {"rules": [{"name": "x", "kind": "loved"}]}, "kind"),
-        ("feedback", {"rules": [{"kind": "thumbs"}]}, "at least one"),
-        ("feedback", {"rules": [{"name": "x", "kind": "thumbs", "value_type": "emoji"}]}, "value_type"),
-        ("feedback", {"by_source": {"robot": "thumbs"}}, "unknown key"),
-        ("feedback", {"labels": {"positive": "yes"}}, "list"),
+        ("task_type", {"rules": [{"match": "color", "pattern": "x", "task_type": "y"}]}, r"task_type\.rules\[0\]\.match: Input should be 'span_name'"),
+        ("task_type", {"rules": [{"match": "span_name", "pattern": "(", "task_type": "y"}]}, r"task_type\.rules\[0\]\.pattern: .*invalid regular expression"),
+        ("task_type", {"rules": [{"match": "span_name", "pattern": "x"}]}, r"task_type\.rules\[0\]: .*task_type: required for match: span_name"),
+        ("task_type", {"rules": [{"match": "tag", "task_type": "y"}]}, r"task_type\.rules\[0\]: .*pattern: required for match: tag"),
+        ("task_type", {"rules": [{"match": "metadata_key"}]}, r"task_type\.rules\[0\]: .*key: the metadata key to read"),
+        ("task_type", {"rules": [{"match": "span_name", "key": "k", "pattern": "x", "task_type": "y"}]}, r"task_type\.rules\[0\]: .*key: only for match: metadata_key"),
+        ("task_type", {"default": 3}, r"task_type\.default: Input should be a valid string \(got 3\)"),
+        ("task_type", {"default": " "}, r"task_type\.default: String should match pattern"),
+        ("task_type", {"fallback": "x"}, r"task_type\.fallback: unknown key"),
+        ("feedback", {"rules": [{"name": "x", "kind": "loved"}]}, r"feedback\.rules\[0\]\.kind: Input should be .*'skip' \(got 'loved'\)"),
+        ("feedback", {"rules": [{"kind": "thumbs"}]}, r"feedback\.rules\[0\]: .*at least one of name, source, value_type"),
+        ("feedback", {"rules": [{"name": "x", "kind": "thumbs", "value_type": "emoji"}]}, r"feedback\.rules\[0\]\.value_type"),
+        ("feedback", {"rules": [{"name": "x", "kind": "thumbs", "invert": "yes"}]}, r"feedback\.rules\[0\]\.invert: Input should be a valid boolean"),
+        ("feedback", {"by_source": {"robot": "thumbs"}}, r"feedback\.by_source\.robot: unknown key"),
+        ("feedback", {"labels": {"positive": "yes"}}, r"feedback\.labels\.positive: Input should be a valid tuple"),
+        ("max_record_bytes", 0, r"max_record_bytes: Input should be greater than or equal to 1 \(got 0\)"),
+        ("decode_slice_rows", True, r"decode_slice_rows: Input should be a valid integer \(got True\)"),
+        ("openai_batch_price_factor", 2, r"openai_batch_price_factor: Input should be less than or equal to 1"),
     ],
 )
-def test_mapping_config_errors_name_the_field(section, raw, message):
-    with pytest.raises(ConfigError, match=message):
-        IngestConfig.from_mapping({section: raw})
+def test_config_errors_are_one_line_naming_file_and_field(tmp_path, section, raw, message):
+    path = tmp_path / "ingest.yaml"
+    path.write_text(json.dumps({section: raw}), encoding="utf-8")  # JSON is YAML
+
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}/ingest\.yaml: {message}") as caught:
+        IngestConfig.from_yaml(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_labels_read_as_lowercase_text_and_missing_by_source_entries_keep_their_default():
+    mapping = FeedbackMapping.from_mapping(
+        {"labels": {"positive": [True, 1, " Yes "]}, "by_source": {"user": "judge_score"}}
+    )
+
+    assert (mapping.labels.positive, mapping.labels.negative) == (("true", "1", "yes"), ())
+    assert mapping.by_source.model_dump() == {"user": "judge_score", "human_reviewer": "human_label", "code": "judge_score", "llm": "judge_score"}
 
 
 def test_shipped_ingest_yaml_is_the_code_default():
-    assert IngestConfig.load() == IngestConfig()
+    assert IngestConfig.from_yaml(REPO_ROOT / "configs" / "ingest.yaml") == IngestConfig()
     with pytest.raises(ConfigError, match="openai_batch_price_factor"):
         IngestConfig.from_mapping({"openai_batch_price_factor": 2})
 
@@ -1211,7 +1231,7 @@ def test_cli_ingests_a_mixed_folder_and_overrides_the_format(tmp_path, monkeypat
     assert summary["records_in"] == summary["valid"] + summary["duplicates"] + summary["quarantined"] + summary["skipped"]
     assert summary["formats"]["mlflow"]["traces"] == 1
     assert json.loads((out / "summary.json").read_text()) == summary
-    written = pl.read_parquet(out / "traces" / "*" / "*.parquet")
+    written = pl.read_parquet(out / "raw_traces" / "*.parquet")
     assert set(written["source_format"]) == {fmt for fmt, entry in summary["formats"].items() if entry["traces"]}
 
     forced = runner.invoke(app, ["ingest", str(folder / "export.jsonl"), "--format", "otlp", "--out", str(tmp_path / "o2")])

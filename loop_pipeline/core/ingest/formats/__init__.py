@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from loop_pipeline.core.ingest.formats.common import AdapterContext, FormatOutput
 from loop_pipeline.core.ingest.formats.detect import NATIVE, detect_format, is_batch_input
+from loop_pipeline.core.ingest.formats.rows import AdapterContext, FormatOutput
 
 FOREIGN_FORMATS = ("otel", "otlp", "openinference", "langfuse", "mlflow", "litellm", "openai-batch")
 FORMAT_CHOICES = ("auto", NATIVE, *FOREIGN_FORMATS)

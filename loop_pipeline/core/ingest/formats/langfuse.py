@@ -22,26 +22,27 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from loop_pipeline.core.ingest.formats import detect
-from loop_pipeline.core.ingest.formats.common import (
+from loop_pipeline.core.ingest.formats.messages import messages_from, output_from
+from loop_pipeline.core.ingest.formats.records import read_units
+from loop_pipeline.core.ingest.formats.rows import (
     SKIP_AGENT,
     SKIP_FAILED,
     SKIP_OTHER,
     SKIP_TOOL,
     AdapterContext,
     FormatOutput,
-    MappingError,
     Match,
     Rows,
+    finish_rows,
+)
+from loop_pipeline.core.ingest.formats.values import (
+    MappingError,
     as_list,
     as_object,
     compact_json,
-    finish_rows,
     id_text,
     json_type,
     latency_text,
-    messages_from,
-    output_from,
-    read_units,
     text,
     time_text,
 )

@@ -12,22 +12,23 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from loop_pipeline.core.ingest.formats.common import (
+from loop_pipeline.core.ingest.formats.messages import messages_from, output_from
+from loop_pipeline.core.ingest.formats.rows import (
     SKIP_FAILED,
     SKIP_OTHER,
     AdapterContext,
-    as_object,
     FormatOutput,
+    Match,
+    Rows,
+    read_items,
+)
+from loop_pipeline.core.ingest.formats.values import (
+    MappingError,
+    as_object,
     is_json,
     json_type,
     latency_text,
-    MappingError,
-    Match,
-    messages_from,
-    output_from,
     parse_json,
-    read_items,
-    Rows,
     text,
     time_text,
 )

@@ -14,88 +14,67 @@ so the rules have one implementation whatever the source format:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Annotated, Literal, Optional
 
 import polars as pl
+from pydantic import AfterValidator, Field, StrictBool, field_validator, model_validator
 
+from loop_pipeline.config import ConfigModel
 from loop_pipeline.schemas.feedback import FEEDBACK_KINDS, FEEDBACK_SOURCES
-from loop_pipeline.settings import ConfigError, reject_unknown_keys
 
-TASK_MATCHES = ("span_name", "trace_name", "tag", "metadata_key", "prompt_name")
-VALUE_TYPES = ("number", "boolean", "label", "text")
 SKIP_KIND = "skip"
+TaskMatch = Literal["span_name", "trace_name", "tag", "metadata_key", "prompt_name"]
+ValueType = Literal["number", "boolean", "label", "text"]
+FeedbackSource = Literal[FEEDBACK_SOURCES]  # type: ignore[valid-type]
+FeedbackKindOrSkip = Literal[(*FEEDBACK_KINDS, SKIP_KIND)]  # type: ignore[valid-type]
+# Not blank: a task type or a key must say something.
+Name = Annotated[str, Field(pattern=r"\S")]
 
 
-def _regex(section: str, pattern: Any) -> str:
-    if not isinstance(pattern, str) or not pattern:
-        raise ConfigError(f"{section}: pattern must be a non-empty regular expression, got {pattern!r}")
+def _compiles(pattern: str) -> str:
     try:
         re.compile(pattern)
     except re.error as exc:
-        raise ConfigError(f"{section}: invalid regular expression {pattern!r}: {exc}") from exc
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
     return pattern
+
+
+Regex = Annotated[str, Field(min_length=1), AfterValidator(_compiles)]
 
 
 # ---------------------------------------------------------------------------------------------
 # Task type
 
 
-@dataclass(frozen=True)
-class TaskTypeRule:
-    match: str
-    pattern: str | None = None
-    key: str | None = None
-    task_type: str | None = None
+class TaskTypeRule(ConfigModel):
+    """``match: metadata_key`` reads ``key`` (its value is the task type unless ``task_type`` is
+    given; ``pattern`` optional); the other matches need a ``pattern`` and a ``task_type``."""
+
+    match: TaskMatch
+    pattern: Optional[Regex] = None
+    key: Optional[Name] = None
+    task_type: Optional[Name] = None
+
+    @model_validator(mode="after")
+    def _fields_for_match(self) -> "TaskTypeRule":
+        if self.match == "metadata_key":
+            if self.key is None:
+                raise ValueError("key: the metadata key to read, required for match: metadata_key")
+            return self
+        if self.key is not None:
+            raise ValueError("key: only for match: metadata_key")
+        if self.pattern is None:
+            raise ValueError(f"pattern: required for match: {self.match}")
+        if self.task_type is None:
+            raise ValueError(f"task_type: required for match: {self.match}")
+        return self
 
 
-@dataclass(frozen=True)
-class TaskTypeMapping:
+class TaskTypeMapping(ConfigModel):
     """First matching rule wins; ``default`` when none does (null leaves the task type empty)."""
 
-    default: str | None = None
+    default: Optional[Name] = None
     rules: tuple[TaskTypeRule, ...] = (TaskTypeRule(match="metadata_key", key="task_type"),)
-
-    @classmethod
-    def from_mapping(cls, raw: Any) -> "TaskTypeMapping":
-        if raw is None:
-            return cls()
-        if not isinstance(raw, Mapping):
-            raise ConfigError("ingest.task_type: expected a mapping with `default` and `rules`")
-        reject_unknown_keys("ingest.task_type", raw, ("default", "rules"))
-        default = raw.get("default")
-        if default is not None and (not isinstance(default, str) or not default.strip()):
-            raise ConfigError(f"ingest.task_type.default: a non-empty string or null, got {default!r}")
-        rules_raw = raw.get("rules", [])
-        if not isinstance(rules_raw, list):
-            raise ConfigError("ingest.task_type.rules: expected a list of rules")
-        rules = []
-        for position, entry in enumerate(rules_raw):
-            where = f"ingest.task_type.rules[{position}]"
-            if not isinstance(entry, Mapping):
-                raise ConfigError(f"{where}: expected a mapping")
-            reject_unknown_keys(where, entry, ("match", "pattern", "key", "task_type"))
-            match = entry.get("match")
-            if match not in TASK_MATCHES:
-                raise ConfigError(f"{where}.match: one of {', '.join(TASK_MATCHES)}, got {match!r}")
-            task_type = entry.get("task_type")
-            if task_type is not None and (not isinstance(task_type, str) or not task_type.strip()):
-                raise ConfigError(f"{where}.task_type: a non-empty string, got {task_type!r}")
-            pattern = entry.get("pattern")
-            key = entry.get("key")
-            if match == "metadata_key":
-                if not isinstance(key, str) or not key:
-                    raise ConfigError(f"{where}.key: the metadata key to read, required for metadata_key")
-                if pattern is not None:
-                    pattern = _regex(where, pattern)
-            else:
-                if key is not None:
-                    raise ConfigError(f"{where}.key: only for match: metadata_key")
-                pattern = _regex(where, pattern)
-                if task_type is None:
-                    raise ConfigError(f"{where}.task_type: required for match: {match}")
-            rules.append(TaskTypeRule(match=match, pattern=pattern, key=key, task_type=task_type))
-        return cls(default=default, rules=tuple(rules))
 
     @property
     def metadata_keys(self) -> tuple[str, ...]:
@@ -133,14 +112,43 @@ def apply_task_type(frame: pl.DataFrame, mapping: TaskTypeMapping) -> pl.DataFra
 # Feedback
 
 
-@dataclass(frozen=True)
-class FeedbackRule:
-    kind: str
-    name: str | None = None
-    source: str | None = None
-    value_type: str | None = None
-    invert: bool = False
-    set_source: str | None = None
+class FeedbackRule(ConfigModel):
+    kind: FeedbackKindOrSkip
+    name: Optional[Regex] = None  # case-insensitive, on the score name
+    source: Optional[FeedbackSource] = None
+    value_type: Optional[ValueType] = None
+    invert: StrictBool = False
+    set_source: Optional[FeedbackSource] = None
+
+    @model_validator(mode="after")
+    def _matches_something(self) -> "FeedbackRule":
+        if self.name is None and self.source is None and self.value_type is None:
+            raise ValueError("needs at least one of name, source, value_type to match on")
+        return self
+
+
+class FeedbackBySource(ConfigModel):
+    """The kind of a score that no rule matched and the format gives no hint for, by its source."""
+
+    user: FeedbackKindOrSkip = "thumbs"
+    human_reviewer: FeedbackKindOrSkip = "human_label"
+    code: FeedbackKindOrSkip = "judge_score"
+    llm: FeedbackKindOrSkip = "judge_score"
+
+
+class LabelTable(ConfigModel):
+    """Categorical labels that mean 1 (``positive``) or 0 (``negative``), compared lowercased."""
+
+    positive: tuple[str, ...] = ()
+    negative: tuple[str, ...] = ()
+
+    @field_validator("positive", "negative", mode="before")
+    @classmethod
+    def _normalized(cls, value):
+        # YAML reads yes / 1 unquoted as a boolean / number: they are labels all the same.
+        if isinstance(value, (list, tuple)):
+            return tuple(str(v).strip().lower() if isinstance(v, (str, int, bool)) else v for v in value)
+        return value
 
 
 _DEFAULT_RULES = (
@@ -149,34 +157,17 @@ _DEFAULT_RULES = (
     FeedbackRule(kind="thumbs", name=r"thumb|user_feedback|^feedback$|helpful|\blike", set_source="user"),
     FeedbackRule(kind=SKIP_KIND, value_type="text"),
 )
-_DEFAULT_BY_SOURCE = (("user", "thumbs"), ("human_reviewer", "human_label"), ("code", "judge_score"), ("llm", "judge_score"))
-_DEFAULT_LABELS = (
-    ("positive", ("yes", "true", "pass", "passed", "correct", "good", "relevant", "accepted", "thumbs_up", "up", "1")),
-    ("negative", ("no", "false", "fail", "failed", "incorrect", "bad", "not_relevant", "irrelevant", "rejected", "thumbs_down", "down", "0")),
+_DEFAULT_LABELS = LabelTable(
+    positive=("yes", "true", "pass", "passed", "correct", "good", "relevant", "accepted", "thumbs_up", "up", "1"),
+    negative=("no", "false", "fail", "failed", "incorrect", "bad", "not_relevant", "irrelevant", "rejected", "thumbs_down", "down", "0"),
 )
-_DEFAULT_HALLUCINATION_LABELS = (
-    ("positive", ("hallucinated", "hallucination", "yes", "true", "unsupported", "1")),
-    ("negative", ("factual", "faithful", "grounded", "supported", "no", "false", "0")),
+_DEFAULT_HALLUCINATION_LABELS = LabelTable(
+    positive=("hallucinated", "hallucination", "yes", "true", "unsupported", "1"),
+    negative=("factual", "faithful", "grounded", "supported", "no", "false", "0"),
 )
 
 
-def _label_table(section: str, raw: Any, default: tuple) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    if raw is None:
-        return default
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{section}: expected a mapping with `positive` and `negative` lists")
-    reject_unknown_keys(section, raw, ("positive", "negative"))
-    table = []
-    for side in ("positive", "negative"):
-        values = raw.get(side, [])
-        if not isinstance(values, list) or not all(isinstance(v, (str, int, bool)) for v in values):
-            raise ConfigError(f"{section}.{side}: expected a list of labels")
-        table.append((side, tuple(str(v).strip().lower() for v in values)))
-    return tuple(table)
-
-
-@dataclass(frozen=True)
-class FeedbackMapping:
+class FeedbackMapping(ConfigModel):
     """Scores, annotations and assessments to canonical feedback kinds.
 
     Rules are tried in order (``name`` a case-insensitive regex on the score name, ``source`` the
@@ -189,77 +180,17 @@ class FeedbackMapping:
     """
 
     rules: tuple[FeedbackRule, ...] = _DEFAULT_RULES
-    by_source: tuple[tuple[str, str], ...] = _DEFAULT_BY_SOURCE
-    labels: tuple[tuple[str, tuple[str, ...]], ...] = _DEFAULT_LABELS
-    hallucination_labels: tuple[tuple[str, tuple[str, ...]], ...] = _DEFAULT_HALLUCINATION_LABELS
-
-    @classmethod
-    def from_mapping(cls, raw: Any) -> "FeedbackMapping":
-        if raw is None:
-            return cls()
-        if not isinstance(raw, Mapping):
-            raise ConfigError("ingest.feedback: expected a mapping")
-        reject_unknown_keys("ingest.feedback", raw, ("rules", "by_source", "labels", "hallucination_labels"))
-        kinds = set(FEEDBACK_KINDS) | {SKIP_KIND}
-        rules = _DEFAULT_RULES
-        if "rules" in raw:
-            if not isinstance(raw["rules"], list):
-                raise ConfigError("ingest.feedback.rules: expected a list of rules")
-            parsed = []
-            for position, entry in enumerate(raw["rules"]):
-                where = f"ingest.feedback.rules[{position}]"
-                if not isinstance(entry, Mapping):
-                    raise ConfigError(f"{where}: expected a mapping")
-                reject_unknown_keys(where, entry, ("kind", "name", "source", "value_type", "invert", "set_source"))
-                kind = entry.get("kind")
-                if kind not in kinds:
-                    raise ConfigError(f"{where}.kind: one of {', '.join(sorted(kinds))}, got {kind!r}")
-                for key, allowed in (("source", FEEDBACK_SOURCES), ("set_source", FEEDBACK_SOURCES), ("value_type", VALUE_TYPES)):
-                    if entry.get(key) is not None and entry[key] not in allowed:
-                        raise ConfigError(f"{where}.{key}: one of {', '.join(allowed)}, got {entry[key]!r}")
-                if not isinstance(entry.get("invert", False), bool):
-                    raise ConfigError(f"{where}.invert: true or false")
-                name = _regex(f"{where}.name", entry["name"]) if entry.get("name") is not None else None
-                if name is None and entry.get("source") is None and entry.get("value_type") is None:
-                    raise ConfigError(f"{where}: needs at least one of name, source, value_type to match on")
-                parsed.append(
-                    FeedbackRule(
-                        kind=kind,
-                        name=name,
-                        source=entry.get("source"),
-                        value_type=entry.get("value_type"),
-                        invert=bool(entry.get("invert", False)),
-                        set_source=entry.get("set_source"),
-                    )
-                )
-            rules = tuple(parsed)
-        by_source = _DEFAULT_BY_SOURCE
-        if "by_source" in raw:
-            entry = raw["by_source"]
-            if not isinstance(entry, Mapping):
-                raise ConfigError("ingest.feedback.by_source: expected a mapping of source -> kind")
-            reject_unknown_keys("ingest.feedback.by_source", entry, FEEDBACK_SOURCES)
-            for source, kind in entry.items():
-                if kind not in kinds:
-                    raise ConfigError(f"ingest.feedback.by_source.{source}: one of {', '.join(sorted(kinds))}, got {kind!r}")
-            by_source = tuple((s, entry.get(s, dict(_DEFAULT_BY_SOURCE)[s])) for s in FEEDBACK_SOURCES)
-        return cls(
-            rules=rules,
-            by_source=by_source,
-            labels=_label_table("ingest.feedback.labels", raw.get("labels"), _DEFAULT_LABELS),
-            hallucination_labels=_label_table(
-                "ingest.feedback.hallucination_labels", raw.get("hallucination_labels"), _DEFAULT_HALLUCINATION_LABELS
-            ),
-        )
+    by_source: FeedbackBySource = FeedbackBySource()
+    labels: LabelTable = _DEFAULT_LABELS
+    hallucination_labels: LabelTable = _DEFAULT_HALLUCINATION_LABELS
 
 
-def _label_value(label: pl.Expr, table: tuple[tuple[str, tuple[str, ...]], ...]) -> pl.Expr:
+def _label_value(label: pl.Expr, table: LabelTable) -> pl.Expr:
     lowered = label.str.strip_chars().str.to_lowercase()
-    sides = dict(table)
     return (
-        pl.when(lowered.is_in(list(sides.get("positive", ()))))
+        pl.when(lowered.is_in(list(table.positive)))
         .then(pl.lit("1"))
-        .when(lowered.is_in(list(sides.get("negative", ()))))
+        .when(lowered.is_in(list(table.negative)))
         .then(pl.lit("0"))
         .otherwise(pl.lit(None, dtype=pl.String))
     )
@@ -289,7 +220,7 @@ def apply_feedback_mapping(frame: pl.DataFrame, mapping: FeedbackMapping) -> pl.
     # Build from the last rule to the first so the first match wins.
     fallback_kind = pl.coalesce(
         pl.col("_kind_hint"),
-        pl.col("source").replace_strict(dict(mapping.by_source), default=None, return_dtype=pl.String),
+        pl.col("source").replace_strict(mapping.by_source.model_dump(), default=None, return_dtype=pl.String),
     )
     kind = fallback_kind
     for hit, rule in reversed(matchers):

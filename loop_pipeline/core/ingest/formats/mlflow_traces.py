@@ -17,31 +17,33 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from typing import Any, Mapping
 
-from loop_pipeline.core.ingest.formats.common import (
+from loop_pipeline.core.ingest.formats.messages import messages_from, output_from
+from loop_pipeline.core.ingest.formats.rows import (
     SKIP_AGENT,
     SKIP_FAILED,
     SKIP_OTHER,
     SKIP_SUPERSEDED,
     SKIP_TOOL,
     AdapterContext,
+    FormatOutput,
+    Match,
+    Rows,
+    read_items,
+)
+from loop_pipeline.core.ingest.formats.values import (
+    MappingError,
     as_list,
     as_mapping,
     as_object,
     compact_json,
-    FormatOutput,
     hex_id,
     id_text,
     json_text,
     json_type,
     latency_text,
-    MappingError,
-    Match,
-    messages_from,
-    output_from,
-    read_items,
-    Rows,
     text,
     time_text,
 )
@@ -114,99 +116,135 @@ def _model(attributes: Mapping[str, Any], inputs: Any, outputs: Any) -> Any:
     return None
 
 
+@dataclass(frozen=True)
+class _TraceInfo:
+    """What every span of one MLflow trace shares."""
+
+    trace_id: str | None
+    trace_name: str | None
+    experiment_id: str | None
+    metadata: dict[str, Any]
+    tags: dict[str, Any]
+    assessments: list[Any]
+    failed: bool
+    # The trace's token usage, used only when it holds exactly one LLM span.
+    usage: Any
+
+
 def _trace(value: Any, record: int, raw: str, rows: Rows) -> None:
     if not isinstance(value, Mapping) or not isinstance(value.get("info"), Mapping):
         rows.bad("trace", record, raw, "missing_field", "info: required (an MLflow trace has info and data.spans)")
         return
     info = value["info"]
     try:
-        data = as_mapping(value.get("data"), "data")
-        spans = as_list(data.get("spans"), "data.spans")
-        trace_id = text(info.get("trace_id") or info.get("request_id"), "info.trace_id")
-        metadata = as_object(info.get("trace_metadata") or info.get("request_metadata"), "info.trace_metadata")
-        tags = as_mapping(info.get("tags"), "info.tags")
-        assessments = as_list(info.get("assessments"), "info.assessments")
-        location = as_mapping(info.get("trace_location"), "info.trace_location")
-        experiment = as_mapping(location.get("mlflow_experiment"), "info.trace_location.mlflow_experiment").get("experiment_id", info.get("experiment_id"))
-        trace_name = text(tags.get("mlflow.traceName"), "mlflow.traceName")
+        spans = as_list(as_mapping(value.get("data"), "data").get("spans"), "data.spans")
+        trace = _trace_info(info, spans)
     except MappingError as exc:
         rows.bad("trace", record, raw, exc.reason, exc.detail)
         return
-    trace_failed = str(info.get("state") or info.get("status") or "").upper() == "ERROR"
+    calls: set[str] = set()
+    for position, span in enumerate(spans):
+        span_id = _span(span, position, trace, record, rows)
+        if span_id is not None:
+            calls.add(span_id)
+    for assessment in trace.assessments:
+        _assessment(assessment, trace.trace_id, calls, record, rows)
+
+
+def _trace_info(info: Mapping[str, Any], spans: list[Any]) -> _TraceInfo:
+    # Read in this order: the first field of the wrong shape names the quarantined record.
+    trace_id = text(info.get("trace_id") or info.get("request_id"), "info.trace_id")
+    metadata = as_object(info.get("trace_metadata") or info.get("request_metadata"), "info.trace_metadata")
+    tags = as_mapping(info.get("tags"), "info.tags")
+    assessments = as_list(info.get("assessments"), "info.assessments")
+    location = as_mapping(info.get("trace_location"), "info.trace_location")
+    experiment = as_mapping(location.get("mlflow_experiment"), "info.trace_location.mlflow_experiment").get(
+        "experiment_id", info.get("experiment_id")
+    )
+    trace_name = text(tags.get("mlflow.traceName"), "mlflow.traceName")
     call_types = [
         _attribute(span.get("attributes") or {}, "mlflow.spanType")
         for span in spans
         if isinstance(span, Mapping) and isinstance(span.get("attributes") or {}, Mapping)
     ]
     single_call = sum(1 for t in call_types if isinstance(t, str) and t.upper() in CALL_TYPES) == 1
-    trace_usage = _attribute(metadata, "mlflow.trace.tokenUsage") if single_call else None
-    calls: set[str] = set()
-    for position, span in enumerate(spans):
-        span_raw = compact_json(span)
-        if not isinstance(span, Mapping):
-            rows.bad("trace", record, span_raw, "wrong_type", f"data.spans[{position}]: expected an object, got {json_type(span)}")
-            continue
+    return _TraceInfo(
+        trace_id=trace_id,
+        trace_name=trace_name,
+        experiment_id=id_text(experiment),
+        metadata=metadata,
+        tags=tags,
+        assessments=assessments,
+        failed=str(info.get("state") or info.get("status") or "").upper() == "ERROR",
+        usage=_attribute(metadata, "mlflow.trace.tokenUsage") if single_call else None,
+    )
+
+
+def _span(span: Any, position: int, trace: _TraceInfo, record: int, rows: Rows) -> str | None:
+    """One span as a trace row, a skip or a quarantine row; its id when it is an LLM call."""
+    span_raw = compact_json(span)
+    if not isinstance(span, Mapping):
+        rows.bad("trace", record, span_raw, "wrong_type", f"data.spans[{position}]: expected an object, got {json_type(span)}")
+        return None
+    span_id = None
+    try:
         attributes = span.get("attributes") or {}
-        span_id = None
-        try:
-            if not isinstance(attributes, Mapping):
-                raise MappingError("wrong_type", f"attributes: expected an object, got {json_type(attributes)}")
-            context = span.get("context") if isinstance(span.get("context"), Mapping) else {}
-            span_id = span_id_hex(span.get("span_id") or context.get("span_id"), "span_id")
-            span_type = text(_attribute(attributes, "mlflow.spanType"), "mlflow.spanType")
-            reason = _skip_reason(span_type)
-            status = span.get("status") if isinstance(span.get("status"), Mapping) else {}
-            failed = trace_failed or str(status.get("code") or span.get("status_code") or "").upper() in ("STATUS_CODE_ERROR", "ERROR")
-            if reason is not None:
-                rows.skip("trace", reason)
-                continue
-            if failed:
-                rows.skip("trace", SKIP_FAILED)
-                continue
-            if not span_id:
-                raise MappingError("missing_field", "span_id: required")
-            calls.add(span_id)
-            inputs = _attribute(attributes, "mlflow.spanInputs")
-            outputs = _attribute(attributes, "mlflow.spanOutputs")
-            tokens_in, tokens_out = _tokens(attributes, outputs, trace_usage)
-            start = span.get("start_time_unix_nano", span.get("start_time"))
-            end = span.get("end_time_unix_nano", span.get("end_time"))
-            fields = {
-                "trace_id": span_id,
-                "timestamp": time_text(start, "start_time_unix_nano"),
-                "latency_ms": latency_text(start, end),
-                "model": text(_model(attributes, inputs, outputs), "model"),
-                "input_tokens": text(tokens_in, "input_tokens"),
-                "output_tokens": text(tokens_out, "output_tokens"),
-                "user_id": text(metadata.get("mlflow.trace.user"), "mlflow.trace.user"),
-                "session_id": text(metadata.get("mlflow.trace.session"), "mlflow.trace.session"),
-                "messages": messages_from(inputs, "mlflow.spanInputs"),
-                "output": output_from(outputs, "mlflow.spanOutputs"),
-            }
-            span_name = text(span.get("name"), "name")
-            parent = span_id_hex(span.get("parent_span_id") or span.get("parent_id"), "parent_span_id")
-        except MappingError as exc:
-            rows.bad("trace", record, span_raw, exc.reason, exc.detail, span_id)
-            continue
-        user_tags = {k: v for k, v in tags.items() if not str(k).startswith("mlflow.")}
-        span_metadata = {
-            "source_trace_id": trace_id,
-            "span_id": span_id,
-            "parent_span_id": parent,
-            "span_name": span_name,
-            "trace_name": trace_name,
-            "experiment_id": id_text(experiment),
-            "tags": user_tags,
-        }
-        match = Match(
-            span_name=span_name,
-            trace_name=trace_name,
-            tags=tuple(str(k) for k in user_tags) + tuple(f"{k}={v}" for k, v in user_tags.items()),
-            metadata={**metadata, **tags},
-        )
-        rows.trace(record, span_raw, fields, match, span_metadata, scope=trace_id)
-    for assessment in assessments:
-        _assessment(assessment, trace_id, calls, record, rows)
+        if not isinstance(attributes, Mapping):
+            raise MappingError("wrong_type", f"attributes: expected an object, got {json_type(attributes)}")
+        context = span.get("context") if isinstance(span.get("context"), Mapping) else {}
+        span_id = span_id_hex(span.get("span_id") or context.get("span_id"), "span_id")
+        skip = _skip_reason(text(_attribute(attributes, "mlflow.spanType"), "mlflow.spanType"))
+        status = span.get("status") if isinstance(span.get("status"), Mapping) else {}
+        failed = trace.failed or str(status.get("code") or span.get("status_code") or "").upper() in ("STATUS_CODE_ERROR", "ERROR")
+        if skip is not None or failed:
+            rows.skip("trace", skip or SKIP_FAILED)
+            return None
+        if not span_id:
+            raise MappingError("missing_field", "span_id: required")
+        fields = _call_fields(span, span_id, attributes, trace)
+        span_name = text(span.get("name"), "name")
+        parent = span_id_hex(span.get("parent_span_id") or span.get("parent_id"), "parent_span_id")
+    except MappingError as exc:
+        rows.bad("trace", record, span_raw, exc.reason, exc.detail, span_id)
+        return None
+    user_tags = {k: v for k, v in trace.tags.items() if not str(k).startswith("mlflow.")}
+    span_metadata = {
+        "source_trace_id": trace.trace_id,
+        "span_id": span_id,
+        "parent_span_id": parent,
+        "span_name": span_name,
+        "trace_name": trace.trace_name,
+        "experiment_id": trace.experiment_id,
+        "tags": user_tags,
+    }
+    match = Match(
+        span_name=span_name,
+        trace_name=trace.trace_name,
+        tags=tuple(str(k) for k in user_tags) + tuple(f"{k}={v}" for k, v in user_tags.items()),
+        metadata={**trace.metadata, **trace.tags},
+    )
+    rows.trace(record, span_raw, fields, match, span_metadata, scope=trace.trace_id)
+    return span_id
+
+
+def _call_fields(span: Mapping[str, Any], span_id: str, attributes: Mapping[str, Any], trace: _TraceInfo) -> dict[str, Any]:
+    inputs = _attribute(attributes, "mlflow.spanInputs")
+    outputs = _attribute(attributes, "mlflow.spanOutputs")
+    tokens_in, tokens_out = _tokens(attributes, outputs, trace.usage)
+    start = span.get("start_time_unix_nano", span.get("start_time"))
+    end = span.get("end_time_unix_nano", span.get("end_time"))
+    return {
+        "trace_id": span_id,
+        "timestamp": time_text(start, "start_time_unix_nano"),
+        "latency_ms": latency_text(start, end),
+        "model": text(_model(attributes, inputs, outputs), "model"),
+        "input_tokens": text(tokens_in, "input_tokens"),
+        "output_tokens": text(tokens_out, "output_tokens"),
+        "user_id": text(trace.metadata.get("mlflow.trace.user"), "mlflow.trace.user"),
+        "session_id": text(trace.metadata.get("mlflow.trace.session"), "mlflow.trace.session"),
+        "messages": messages_from(inputs, "mlflow.spanInputs"),
+        "output": output_from(outputs, "mlflow.spanOutputs"),
+    }
 
 
 def _assessment(assessment: Any, trace_id: str | None, calls: set[str], record: int, rows: Rows) -> None:

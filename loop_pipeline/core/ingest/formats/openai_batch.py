@@ -18,22 +18,18 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from loop_pipeline.core.ingest.formats.common import (
+from loop_pipeline.core.ingest.formats.messages import messages_from, output_from
+from loop_pipeline.core.ingest.formats.rows import (
     SKIP_BATCH_REQUEST,
     SKIP_FAILED,
     SKIP_OTHER,
     AdapterContext,
     FormatOutput,
-    json_type,
-    MappingError,
     Match,
-    messages_from,
-    output_from,
-    read_items,
     Rows,
-    text,
-    time_text,
+    read_items,
 )
+from loop_pipeline.core.ingest.formats.values import MappingError, json_type, text, time_text
 
 FORMAT = "openai-batch"
 _NOT_CHAT = ("/v1/embeddings", "/v1/moderations")

@@ -20,25 +20,25 @@ import re
 from typing import Any, Mapping
 
 from loop_pipeline.core.ingest.formats import otel
-from loop_pipeline.core.ingest.formats.common import (
+from loop_pipeline.core.ingest.formats.messages import message_item, messages_from, output_from
+from loop_pipeline.core.ingest.formats.rows import (
     SKIP_AGENT,
     SKIP_FAILED,
     SKIP_OTHER,
     SKIP_TOOL,
     AdapterContext,
+    FormatOutput,
+    Match,
+    Rows,
+    read_items,
+)
+from loop_pipeline.core.ingest.formats.values import (
+    MappingError,
     as_object,
     compact_json,
-    FormatOutput,
     json_type,
     latency_text,
-    MappingError,
-    Match,
-    message_item,
-    messages_from,
-    output_from,
     parse_json,
-    read_items,
-    Rows,
     text,
     time_text,
 )

@@ -24,29 +24,28 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from loop_pipeline.core.ingest.formats.common import (
+from loop_pipeline.core.ingest.formats.messages import message_item, messages_from, output_from, render_content
+from loop_pipeline.core.ingest.formats.rows import (
     SKIP_AGENT,
     SKIP_FAILED,
     SKIP_OTHER,
     SKIP_TOOL,
     AdapterContext,
+    FormatOutput,
+    Match,
+    Rows,
+    read_items,
+)
+from loop_pipeline.core.ingest.formats.values import (
+    MappingError,
     as_list,
     as_mapping,
     compact_json,
-    FormatOutput,
     hex_id,
     is_json,
     json_type,
     latency_text,
-    MappingError,
-    Match,
-    message_item,
-    messages_from,
-    output_from,
     parse_json,
-    read_items,
-    render_content,
-    Rows,
     text,
     time_text,
 )
