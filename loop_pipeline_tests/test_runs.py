@@ -3,8 +3,9 @@
 import dagster as dg
 import pytest
 
-from loop_pipeline.runs import materialize_ingest, run_demo
-from loop_pipeline.settings import paths
+from loop_pipeline.demo import run_demo
+from loop_pipeline.runs import materialize_ingest
+from loop_pipeline.settings import LoopSettings
 
 
 def test_demo_simulates_and_ingests_every_landing_day(loop_home):
@@ -17,7 +18,7 @@ def test_demo_simulates_and_ingests_every_landing_day(loop_home):
     assert days == sorted(p.name for p in (loop_home / "landing" / "feedback").iterdir())
     assert all(p["checks_passed"] == "5/5" for p in summary["partitions"])
 
-    home = paths()
+    home = LoopSettings().paths
     instance = dg.DagsterInstance.from_config(str(home.dagster_home))
     try:
         event = instance.get_latest_materialization_event(dg.AssetKey("raw_traces"))
