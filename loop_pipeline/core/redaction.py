@@ -43,13 +43,13 @@ No regex crosses a line break, so joining message contents with newlines never c
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import polars as pl
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
-from loop_pipeline.settings import ConfigError, load_config
+from loop_pipeline.config import ConfigModel
 
 PLACEHOLDER_TYPES = ("EMAIL", "PHONE", "CARD", "IBAN", "IP", "SECRET")
 # Detector switches (configs/redaction.yaml ``detectors``) and the placeholder each one writes.
@@ -63,8 +63,6 @@ DETECTOR_TYPES: dict[str, str] = {
     "generic_secret": "SECRET",
 }
 DETECTORS = tuple(DETECTOR_TYPES)
-_SETTINGS = ("placeholder_format", "min_secret_length", "entropy_threshold", "min_class_switch_ratio")
-TOP_LEVEL_KEYS = ("detectors", *_SETTINGS)
 
 # Reserved private-use characters: candidate delimiters and one marker per placeholder type.
 _OPEN, _CLOSE = "\ue000", "\ue001"
@@ -115,92 +113,48 @@ _CLASS_RUNS = r"[a-z]+|[A-Z]+|[0-9]+|[^A-Za-z0-9]+"
 # Configuration
 
 
-@dataclass(frozen=True)
-class RedactionConfig:
-    """Which detectors run and how placeholders look. Validated on construction; errors name the key."""
+class Detectors(ConfigModel):
+    """Which detectors run (``detectors:`` in configs/redaction.yaml), each on or off."""
 
-    email: bool = True
-    phone: bool = True
-    card: bool = True
-    iban: bool = True
-    ip: bool = True
-    api_key: bool = True
-    generic_secret: bool = True
+    email: StrictBool = True
+    phone: StrictBool = True
+    card: StrictBool = True
+    iban: StrictBool = True
+    ip: StrictBool = True
+    api_key: StrictBool = True
+    generic_secret: StrictBool = True
+
+
+class RedactionConfig(ConfigModel):
+    """``configs/redaction.yaml``: the detectors and how placeholders look."""
+
+    FILE = "redaction"
+
+    detectors: Detectors = Detectors()
     placeholder_format: str = "[{type}]"
-    min_secret_length: int = 20
-    entropy_threshold: float = 3.5
-    min_class_switch_ratio: float = 0.45
+    min_secret_length: StrictInt = Field(default=20, ge=12, le=1000)
+    entropy_threshold: StrictFloat = Field(default=3.5, ge=0.0, le=8.0)
+    min_class_switch_ratio: StrictFloat = Field(default=0.45, ge=0.0, le=1.0)
 
-    def __post_init__(self) -> None:
-        for name in DETECTORS:
-            if not isinstance(getattr(self, name), bool):
-                raise _fail(f"detectors.{name}", "must be true or false", getattr(self, name))
-        fmt = self.placeholder_format
-        if not isinstance(fmt, str) or fmt.count("{type}") != 1:
-            raise _fail("placeholder_format", "must contain {type} exactly once, e.g. '[{type}]'", fmt)
+    @field_validator("placeholder_format")
+    @classmethod
+    def _placeholder_stands_apart(cls, fmt: str) -> str:
+        if fmt.count("{type}") != 1:
+            raise ValueError("must contain {type} exactly once, e.g. '[{type}]'")
         rendered = fmt.replace("{type}", "T")
+        # A placeholder must never join the text around it into something a detector matches.
         if any(ch.isalnum() or ch in "_+/=.-@:" for ch in (rendered[0], rendered[-1])):
-            raise _fail(
-                "placeholder_format",
-                "must start and end with a bracket-like character (not a letter, digit or any of _+/=.-@:) "
-                "so a placeholder never joins the text around it",
-                fmt,
-            )
+            raise ValueError("must start and end with a bracket-like character (not a letter, digit or any of _+/=.-@:)")
         if "\n" in fmt or any(0xE000 <= ord(ch) <= 0xE00F for ch in fmt):
-            raise _fail("placeholder_format", "must not hold line breaks or characters U+E000-U+E00F", fmt)
-        min_length = self.min_secret_length
-        if isinstance(min_length, bool) or not isinstance(min_length, int) or not 12 <= min_length <= 1000:
-            raise _fail("min_secret_length", "must be a whole number from 12 to 1000", min_length)
-        for name, low, high in (("entropy_threshold", 0.0, 8.0), ("min_class_switch_ratio", 0.0, 1.0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                raise _fail(name, f"must be a number from {low:g} to {high:g}", value)
-            object.__setattr__(self, name, float(value))
+            raise ValueError("must not hold line breaks or characters U+E000-U+E00F")
+        return fmt
+
+    @model_validator(mode="after")
+    def _placeholders_survive_redaction(self) -> "RedactionConfig":
         flagged = _placeholders_detected(self)
         if flagged:
-            raise _fail("placeholder_format", f"gives placeholders that would be redacted themselves ({', '.join(flagged)})", fmt)
-
-    # ---- loading ---------------------------------------------------------------------------------
-
-    @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any] | None) -> "RedactionConfig":
-        """The ``configs/redaction.yaml`` shape: ``detectors: {name: bool}`` plus the settings."""
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            raise ConfigError(f"redaction config: expected a mapping, got {type(raw).__name__}")
-        unknown = sorted(str(key) for key in raw if key not in TOP_LEVEL_KEYS)
-        if unknown:
-            raise ConfigError(
-                f"redaction config: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(TOP_LEVEL_KEYS)}"
-            )
-        detectors = raw.get("detectors") or {}
-        if not isinstance(detectors, Mapping):
-            raise _fail("detectors", "must be a mapping of detector name to true/false", detectors)
-        unknown = sorted(str(key) for key in detectors if key not in DETECTORS)
-        if unknown:
-            raise ConfigError(
-                f"redaction config: unknown detector(s) {', '.join(unknown)}; known detectors: {', '.join(DETECTORS)}"
-            )
-        values: dict[str, Any] = {str(k): v for k, v in detectors.items()}
-        values.update({k: raw[k] for k in _SETTINGS if k in raw})
-        return cls(**values)
-
-    @classmethod
-    def load(cls, name: str = "redaction") -> "RedactionConfig":
-        """``configs/<name>.yaml`` (see :func:`loop_pipeline.settings.config_dir`)."""
-        try:
-            return cls.from_mapping(load_config(name))
-        except ConfigError as exc:
-            if str(exc).startswith("redaction config"):
-                raise ConfigError(f"configs/{name}.yaml: {exc}") from exc
-            raise
-
-    def to_dict(self) -> dict[str, Any]:
-        values = asdict(self)
-        return {"detectors": {name: values.pop(name) for name in DETECTORS}, **values}
-
-    # ---- derived ---------------------------------------------------------------------------------
+            raise ValueError(f"placeholder_format gives placeholders that would be redacted themselves ({', '.join(flagged)})")
+        return self
 
     def placeholder(self, kind: str) -> str:
         if kind not in PLACEHOLDER_TYPES:
@@ -210,10 +164,6 @@ class RedactionConfig:
     @property
     def placeholders(self) -> dict[str, str]:
         return {kind: self.placeholder(kind) for kind in PLACEHOLDER_TYPES}
-
-
-def _fail(name: str, problem: str, value: Any) -> ConfigError:
-    return ConfigError(f"redaction config: {name} {problem}, got {value!r}")
 
 
 @lru_cache(maxsize=64)
@@ -242,7 +192,8 @@ def redact_frame(
     frame: pl.DataFrame,
     text_columns: Sequence[str],
     message_columns: Sequence[str] = (),
-    config: RedactionConfig | None = None,
+    *,
+    config: RedactionConfig,
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """Redact String ``text_columns`` and the ``content`` of each message in ``message_columns``.
 
@@ -251,7 +202,6 @@ def redact_frame(
     present, 0 when none). Idempotent: redacted text is left as it is and counts nothing. Runs on
     polars' streaming engine, so large frames use every core; row order is kept.
     """
-    config = config or RedactionConfig.load()
     text_columns, message_columns = list(text_columns), list(message_columns)
     _check_columns(frame, text_columns, message_columns)
     # An all-null column (dtype Null) has nothing to redact.
@@ -317,21 +267,21 @@ def _mark(expr: pl.Expr, config: RedactionConfig) -> pl.Expr:
     """Text with every detection replaced by its one-character type marker."""
     text = expr.str.replace_all(_RESERVED, "\ufffd")
     secret = _MARKERS["SECRET"]
-    if config.api_key:
+    if config.detectors.api_key:
         text = text.str.replace_all(_KNOWN_TOKENS, secret)
         text = text.str.replace_all(_AWS_SECRET, "${1}" + secret)
-    if config.email:
+    if config.detectors.email:
         text = text.str.replace_all(_EMAIL, _MARKERS["EMAIL"])
-    if config.iban:
+    if config.detectors.iban:
         text = _validated_pass(text, _IBAN, _iban_steps())
-    if config.ip:
+    if config.detectors.ip:
         text = _validated_pass(text, _IPV4_CANDIDATE, _ipv4_steps())
         text = _validated_pass(text, _IPV6_CANDIDATE, _ipv6_steps())
-    if config.card or config.phone:
+    if config.detectors.card or config.detectors.phone:
         text = _validated_pass(text, _NUMBER, _number_steps(config))
-    if config.api_key or config.generic_secret:
-        alternatives = ([_BEARER] if config.api_key else []) + (
-            [rf"[A-Za-z0-9_+/-]{{{config.min_secret_length},}}=*"] if config.generic_secret else []
+    if config.detectors.api_key or config.detectors.generic_secret:
+        alternatives = ([_BEARER] if config.detectors.api_key else []) + (
+            [rf"[A-Za-z0-9_+/-]{{{config.min_secret_length},}}=*"] if config.detectors.generic_secret else []
         )
         text = _validated_pass(text, "|".join(alternatives), _secret_steps(config))
     return text
@@ -418,9 +368,9 @@ def _number_steps(config: RedactionConfig) -> list[list[pl.Expr]]:
     number = pl.when(pl.field("card_shaped")).then(pl.field("digits").cast(pl.UInt64, strict=False))
     is_card = pl.field("card_shaped") & (_luhn_sum(pl.field("number")) % 10 == 0).fill_null(False)
     out = pl.when(pl.lit(False)).then(_NO_REPLACEMENT)
-    if config.card:
+    if config.detectors.card:
         out = out.when(is_card).then(pl.lit(_MARKERS["CARD"]))
-    if config.phone:
+    if config.detectors.phone:
         out = out.when(is_phone).then(pl.lit(_MARKERS["PHONE"]))
     return [
         [digits.alias("digits")],
@@ -444,12 +394,12 @@ def _secret_steps(config: RedactionConfig) -> list[list[pl.Expr]]:
     token = _CAND.str.slice(pl.field("prefix").str.len_chars().fill_null(0))
     length = pl.field("token").str.len_chars()
     out = pl.when(pl.lit(False)).then(_NO_REPLACEMENT)
-    if config.api_key:
+    if config.detectors.api_key:
         bearer_ok = (length >= BEARER_MIN_TOKEN) & pl.field("token").str.contains(r"[0-9._~+/-]")
         out = out.when(pl.field("prefix").is_not_null() & bearer_ok).then(
             pl.concat_str([pl.field("prefix"), pl.lit(_MARKERS["SECRET"])])
         )
-    if config.generic_secret:
+    if config.detectors.generic_secret:
         token_ = pl.field("token")
         mixed = token_.str.contains("[a-z]") & token_.str.contains("[A-Z]") & token_.str.contains("[0-9]")
         switches = token_.str.count_matches(_CLASS_RUNS).cast(pl.Float64) / length.cast(pl.Float64)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from pydantic import ValidationError
 
 from loop_pipeline.core.redaction import (
     DETECTORS,
@@ -21,9 +22,9 @@ from loop_pipeline.core.redaction import (
     shannon_entropy,
 )
 from loop_pipeline.schemas.traces import MESSAGES_DTYPE
-from loop_pipeline.settings import ConfigError
+from loop_pipeline.config import ConfigError
+from loop_pipeline_tests.helpers import REPO_CONFIGS
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 CONFIG = RedactionConfig()
 
 JWT = (
@@ -335,7 +336,7 @@ def test_redact_frame_message_columns_keep_roles_order_and_nulls() -> None:
         [{"role": "user", "content": "call (415) 555-2671"}],
     ]
     frame = pl.DataFrame({"messages": messages, "output": ["ok bob@example.org", None, "x", "y"]}, schema={"messages": MESSAGES_DTYPE, "output": pl.String})
-    redacted, counts = redact_frame(frame, ["output"], ["messages"], CONFIG)
+    redacted, counts = redact_frame(frame, ["output"], ["messages"], config=CONFIG)
     assert redacted.schema == frame.schema
     rows = redacted["messages"].to_list()
     assert rows[0] == [
@@ -353,7 +354,7 @@ def test_redact_frame_message_columns_keep_roles_order_and_nulls() -> None:
 def test_extra_struct_fields_are_kept() -> None:
     dtype = pl.List(pl.Struct({"role": pl.String, "content": pl.String, "name": pl.String}))
     frame = pl.DataFrame({"m": [[{"role": "user", "content": "x@y.com", "name": "ann"}]]}, schema={"m": dtype})
-    redacted, _ = redact_frame(frame, [], ["m"], CONFIG)
+    redacted, _ = redact_frame(frame, [], ["m"], config=CONFIG)
     assert redacted["m"].to_list() == [[{"role": "user", "content": "[EMAIL]", "name": "ann"}]]
 
 
@@ -406,11 +407,10 @@ def test_redact_frame_rejects_bad_columns() -> None:
 # Configuration
 
 
-def test_config_file_documents_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOOP_CONFIG_DIR", str(REPO_CONFIGS))
-    loaded = RedactionConfig.load()
+def test_config_file_documents_the_defaults() -> None:
+    loaded = RedactionConfig.from_yaml(REPO_CONFIGS / "redaction.yaml")
     assert loaded == RedactionConfig()
-    assert loaded.to_dict()["detectors"] == {name: True for name in DETECTORS}
+    assert loaded.model_dump()["detectors"] == {name: True for name in DETECTORS}
     assert loaded.placeholders == {kind: f"[{kind}]" for kind in PLACEHOLDER_TYPES}
 
 
@@ -424,16 +424,16 @@ def test_detectors_switch_off() -> None:
     assert sensitive([text], nothing) == [False]
     assert redact_one(text, RedactionConfig.from_mapping({"detectors": {"email": False}})).startswith("ann@example.com [CARD]")
     # Card off: a card number is not reported as a phone instead.
-    no_card = RedactionConfig(card=False)
+    no_card = RedactionConfig(detectors={"card": False})
     assert redact_one("pay 4111 1111 1111 1111 or call +1 415 555 2671", no_card) == "pay 4111 1111 1111 1111 or call [PHONE]"
-    no_phone = RedactionConfig(phone=False)
+    no_phone = RedactionConfig(detectors={"phone": False})
     assert redact_one("pay 4111 1111 1111 1111 or call +1 415 555 2671", no_phone) == "pay [CARD] or call +1 415 555 2671"
     # Known token families and the generic detector are separate switches.
-    only_keys = RedactionConfig(generic_secret=False)
+    only_keys = RedactionConfig(detectors={"generic_secret": False})
     assert redact_one("sk-abcdefghijklmnopqrstuvwxyz0123456789ABCD 8fDk2LpQ9zXr4TbN7vWs1YhC", only_keys) == "[SECRET] 8fDk2LpQ9zXr4TbN7vWs1YhC"
-    only_generic = RedactionConfig(api_key=False)
+    only_generic = RedactionConfig(detectors={"api_key": False})
     assert redact_one("AKIAIOSFODNN7EXAMPLE 8fDk2LpQ9zXr4TbN7vWs1YhC", only_generic) == "AKIAIOSFODNN7EXAMPLE [SECRET]"
-    no_ip = RedactionConfig(ip=False)
+    no_ip = RedactionConfig(detectors={"ip": False})
     assert redact_one("10.0.0.1 and fe80::1", no_ip) == "10.0.0.1 and fe80::1"
 
 
@@ -459,41 +459,45 @@ def test_custom_placeholder_format() -> None:
 @pytest.mark.parametrize(
     ("mapping", "message"),
     [
-        ({"detector": {"email": True}}, "unknown key\\(s\\) detector"),
-        ({"detectors": {"emails": True, "ssn": False}}, "unknown detector\\(s\\) emails, ssn"),
-        ({"detectors": {"email": "yes"}}, "detectors.email must be true or false"),
-        ({"detectors": ["email"]}, "detectors must be a mapping"),
-        ({"placeholder_format": "[REDACTED]"}, "placeholder_format must contain \\{type\\}"),
-        ({"placeholder_format": "{type}"}, "placeholder_format must start and end"),
-        ({"placeholder_format": "REDACTED_{type}!"}, "placeholder_format must start and end"),
-        ({"min_secret_length": 4}, "min_secret_length must be a whole number"),
-        ({"min_secret_length": 20.5}, "min_secret_length must be a whole number"),
-        ({"entropy_threshold": 9}, "entropy_threshold must be a number from 0 to 8"),
-        ({"min_class_switch_ratio": -0.1}, "min_class_switch_ratio must be a number from 0 to 1"),
+        ({"detector": {"email": True}}, r"^redaction.yaml: detector: unknown key$"),
+        ({"detectors": {"emails": True, "ssn": False}}, r"detectors.emails: unknown key; detectors.ssn: unknown key"),
+        ({"detectors": {"email": "yes"}}, r"detectors.email: Input should be a valid boolean \(got 'yes'\)"),
+        ({"detectors": ["email"]}, r"detectors: Input should be a valid dictionary"),
+        ({"placeholder_format": "[REDACTED]"}, r"placeholder_format: Value error, must contain \{type\} exactly once"),
+        ({"placeholder_format": "{type}"}, r"placeholder_format: Value error, must start and end with a bracket-like"),
+        ({"placeholder_format": "REDACTED_{type}!"}, r"placeholder_format: Value error, must start and end"),
+        ({"min_secret_length": 4}, r"min_secret_length: Input should be greater than or equal to 12 \(got 4\)"),
+        ({"min_secret_length": 20.5}, r"min_secret_length: Input should be a valid integer"),
+        ({"entropy_threshold": 9}, r"entropy_threshold: Input should be less than or equal to 8"),
+        ({"min_class_switch_ratio": -0.1}, r"min_class_switch_ratio: Input should be greater than or equal to 0"),
     ],
 )
 def test_config_errors_name_the_key(mapping: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        RedactionConfig.from_mapping(mapping)
+    with pytest.raises(ConfigError, match=message) as failure:
+        RedactionConfig.from_mapping(mapping, source="redaction.yaml")
+    assert "\n" not in str(failure.value)
 
 
 def test_placeholder_that_would_be_redacted_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="would be redacted themselves"):
+    with pytest.raises(ValidationError, match="would be redacted themselves"):
         RedactionConfig(placeholder_format="(+1 415 555 2671 {type})")
 
 
-def test_load_reads_the_config_dir_and_names_unknown_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOOP_CONFIG_DIR", str(tmp_path))
-    (tmp_path / "redaction.yaml").write_text(
-        "detectors:\n  phone: false\nplaceholder_format: '<{type}>'\nmin_secret_length: 24\n", encoding="utf-8"
+def test_a_file_merges_over_the_defaults_and_names_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "redaction.yaml"
+    path.write_text("detectors:\n  phone: false\nplaceholder_format: '<{type}>'\nmin_secret_length: 24\n", encoding="utf-8")
+    config = RedactionConfig.from_yaml(path)
+    assert (config.detectors.phone, config.detectors.email, config.placeholder_format, config.min_secret_length) == (
+        False,
+        True,
+        "<{type}>",
+        24,
     )
-    config = RedactionConfig.load()
-    assert (config.phone, config.email, config.placeholder_format, config.min_secret_length) == (False, True, "<{type}>", 24)
-    (tmp_path / "redaction.yaml").write_text("detectors: {email: true}\nentropy: 3.0\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="redaction.yaml.*unknown key\\(s\\) entropy"):
-        RedactionConfig.load()
+    path.write_text("detectors: {email: true}\nentropy: 3.0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"^{path}: entropy: unknown key$"):
+        RedactionConfig.from_yaml(path)
     with pytest.raises(ConfigError, match="not found"):
-        RedactionConfig.load("no_such_redaction")
+        RedactionConfig.from_yaml(tmp_path / "no_such_redaction.yaml")
 
 
 # ---------------------------------------------------------------------------------------------
