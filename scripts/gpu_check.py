@@ -2,7 +2,7 @@
 epoch), then held-out accuracy on the test split. Prints and writes one JSON result.
 
 Runs the project's own trainer (loop_pipeline.core.training) and generation code; needs torch,
-transformers, peft, trl, datasets, pyarrow, gguf and numpy (no polars, MLflow or Dagster), so a GPU
+transformers, peft, trl, datasets, pyarrow, gguf, pydantic and numpy (no polars, MLflow or Dagster), so a GPU
 image with the Hugging Face stack plus a few carried wheels will do. On CPU, --train-limit and
 --test-limit make it a quick smoke test.
 

@@ -8,7 +8,7 @@
 # `run` trains SmolLM2-135M-Instruct with LoRA (bf16) on the full CLINC150 train split for one
 # epoch and evaluates the test split; $OUT/gpu_check.json holds tokens/s, step time, peak GPU
 # memory and held-out accuracy. The image has torch, transformers, peft, pyarrow; trl, datasets,
-# dill, multiprocess and gguf travel as wheels. On CPU: `bash scripts/gpu_check.sh smoke`.
+# dill, multiprocess, gguf and pydantic (the typed train config) travel as wheels. On CPU: `bash scripts/gpu_check.sh smoke`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPU_DIR=.gpu
@@ -22,7 +22,8 @@ case "${1:-}" in
     .venv/bin/python -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
       --platform manylinux2014_x86_64 -d "$GPU_DIR/b/whl" \
-      trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 gguf==0.19.0
+      trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 gguf==0.19.0 \
+      pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
     gguf=$(.venv/bin/python -c "from loop_pipeline.core.models import packaged_gguf_path as p; print(p('smollm2-135m-instruct'))")
     split -b 50M "$gguf" "$GPU_DIR/part-"
     mv "$GPU_DIR/part-aa" "$GPU_DIR/a/" && mv "$GPU_DIR/part-ab" "$GPU_DIR/b/"

