@@ -2,37 +2,23 @@
 
 Both go through Dagster Pipes, so the ``lora_adapter`` asset is the same either way: the trainer
 process (``python -m loop_pipeline.core.training --pipes``) reads its config from the Pipes extras,
-streams progress into the run's event log and reports the materialization. configs/deploy/
-holds the Kubernetes variant (see ``K8sTrainerLauncher.from_yaml``).
+streams progress into the run's event log and sends its result back as a Pipes message. configs/deploy/
+holds the Kubernetes variant (see ``K8sTrainerLauncher.from_yaml``; the file is a ``K8sDeployFile``).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import dagster as dg
-import yaml
 from pydantic import Field
 
-from loop_pipeline.settings import ConfigError, reject_unknown_keys
+from loop_pipeline.config import ConfigModel
 
 TRAINER_MODULE = "loop_pipeline.core.training"
-# Variables a trainer process needs to find the same stores and stay offline.
-FORWARDED_ENV = (
-    "LOOP_HOME",
-    "LOOP_MLFLOW_TRACKING_URI",
-    "LOOP_MLFLOW_ARTIFACT_ROOT",
-    "HF_HOME",
-    "HF_HUB_OFFLINE",
-    "MLFLOW_DISABLE_TELEMETRY",
-    "GX_ANALYTICS_ENABLED",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "CUDA_VISIBLE_DEVICES",
-)
+DEFAULT_TRAIN_CONFIG = "smollm2-clinc"
 
 
 class TrainerLauncher(dg.ConfigurableResource):
@@ -40,6 +26,10 @@ class TrainerLauncher(dg.ConfigurableResource):
 
     python: str = Field(default_factory=lambda: sys.executable, description="Interpreter that runs the trainer.")
     cwd: Optional[str] = Field(default=None, description="Working directory of the trainer process.")
+    default_train_config: str = Field(
+        default=DEFAULT_TRAIN_CONFIG,
+        description="The train config lora_adapter uses when its run config names none (a name under configs/train/ or a YAML path).",
+    )
 
     def command(self) -> list[str]:
         return [self.python, "-m", TRAINER_MODULE, "--pipes"]
@@ -47,9 +37,31 @@ class TrainerLauncher(dg.ConfigurableResource):
     def launch(
         self, context: dg.AssetExecutionContext, extras: Mapping[str, Any], env: Mapping[str, str]
     ) -> dg.PipesClientCompletedInvocation:
-        forwarded = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        # The subprocess inherits this process's environment (HF_HUB_OFFLINE, OMP_NUM_THREADS, ...).
         client = dg.PipesSubprocessClient(cwd=self.cwd)
-        return client.run(command=self.command(), context=context, extras=dict(extras), env={**forwarded, **env})
+        return client.run(command=self.command(), context=context, extras=dict(extras), env=dict(env))
+
+
+class K8sTrainerSpec(ConfigModel):
+    """The ``trainer:`` section of configs/deploy/k8s-training.yaml (what K8sTrainerLauncher takes)."""
+
+    image: str = Field(min_length=1)  # an image with loop-pipeline installed (+ CUDA torch)
+    python: str = Field(default="python", min_length=1)
+    namespace: str = Field(default="default", min_length=1)
+    gpus: int = Field(default=1, ge=0)  # nvidia.com/gpu limit
+    cpu: str = "8"
+    memory: str = "64Gi"
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    volume_mounts: list[dict[str, Any]] = []
+    env: dict[str, str] = {}
+    service_account: Optional[str] = None
+    load_incluster_config: bool = True
+
+
+class K8sDeployFile(ConfigModel):
+    trainer: K8sTrainerSpec
 
 
 class K8sTrainerLauncher(TrainerLauncher):
@@ -57,6 +69,7 @@ class K8sTrainerLauncher(TrainerLauncher):
 
     The image must hold this package (``pip install loop-pipeline``) and see the dataset and model
     folders at the same paths (a shared volume at LOOP_HOME, see configs/deploy/k8s-training.yaml).
+    Its fields are :class:`K8sTrainerSpec`'s (validated there, from the deploy file).
     """
 
     python: str = "python"
@@ -74,16 +87,12 @@ class K8sTrainerLauncher(TrainerLauncher):
     load_incluster_config: bool = True
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "K8sTrainerLauncher":
-        path = Path(path)
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        section = (raw or {}).get("trainer") if isinstance(raw, Mapping) else None
-        if not isinstance(section, Mapping):
-            raise ConfigError(f"{path}: expected a `trainer:` mapping")
-        reject_unknown_keys(f"{path}: trainer", section, cls.model_fields)
-        if not section.get("image"):
-            raise ConfigError(f"{path}: trainer.image is required (an image with loop-pipeline installed)")
-        return cls(**section)
+    def from_yaml(cls, path: str | Path, **launcher: Any) -> "K8sTrainerLauncher":
+        """The launcher the deploy file describes; a bad file raises a ConfigError naming it and
+        the field (``k8s-training.yaml: trainer.gpus: Input should be ...``). ``launcher``: other
+        fields (``default_train_config``)."""
+        deploy = K8sDeployFile.from_yaml(path)
+        return cls(**deploy.trainer.model_dump(), **launcher)
 
     def base_pod_spec(self) -> dict[str, Any]:
         """The pod spec around the trainer container; PipesK8sClient adds image, command and the
