@@ -17,6 +17,17 @@ from typing import Any, Callable
 import polars as pl
 
 from loop_pipeline.bench.synthetic import synthetic_otlp_lines, synthetic_trace_lines, write_lines
+from loop_pipeline.settings import LoopSettings
+
+
+def _ingest(paths: list[str], **options: Any):
+    """The ingest path with the project's configs, as `loop ingest` runs it."""
+    from loop_pipeline.core.costs import PriceTable
+    from loop_pipeline.core.ingest import IngestConfig, discover, ingest
+
+    settings = LoopSettings()
+    record_kind = options.pop("record_kind", None)
+    return ingest(discover(paths, record_kind=record_kind), settings.load(IngestConfig), settings.load(PriceTable), **options)
 
 def _phase_baseline(path: str) -> dict[str, Any]:
     start = time.perf_counter()
@@ -25,10 +36,8 @@ def _phase_baseline(path: str) -> dict[str, Any]:
 
 
 def _phase_ingest(path: str) -> dict[str, Any]:
-    from loop_pipeline.core.ingest import discover, ingest
-
     start = time.perf_counter()
-    result = ingest(discover([path], record_kind="trace"))
+    result = _ingest([path], record_kind="trace")
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "rows": result.traces.height, "summary": result.summary()}
 
@@ -50,10 +59,8 @@ def _phase_baseline_otlp(path: str) -> dict[str, Any]:
 
 
 def _phase_ingest_otlp(path: str) -> dict[str, Any]:
-    from loop_pipeline.core.ingest import discover, ingest
-
     start = time.perf_counter()
-    result = ingest(discover([path]), source_format="otlp")
+    result = _ingest([path], source_format="otlp")
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "rows": result.traces.height, "feedback": result.feedback.height, "summary": result.summary()}
 
@@ -62,13 +69,13 @@ def _phase_generate_scored(folder: str, rows: str) -> dict[str, Any]:
     """Scored traces for the datasets benchmark: synthetic traces with PII, ingested, given
     vectorized synthetic feedback (accept / edit / reject / hallucination / review), scored."""
     from loop_pipeline.core import scoring
-    from loop_pipeline.core.ingest import discover, ingest
+    from loop_pipeline.core.tasks import TasksConfig
 
     start = time.perf_counter()
     root = Path(folder)
     lines_path = root / "traces.jsonl"
     write_lines(synthetic_trace_lines(int(rows), 0.0, pii_every=50), lines_path)
-    traces = ingest(discover([str(lines_path)], record_kind="trace")).traces
+    traces = _ingest([str(lines_path)], record_kind="trace").traces
     lines_path.unlink()
     roll = (pl.col("trace_id").hash(seed=3) % 1000).cast(pl.Int64)
     kind = (
@@ -93,8 +100,9 @@ def _phase_generate_scored(folder: str, rows: str) -> dict[str, Any]:
         pl.lit("bench").alias("source_file"),
         pl.lit(1, dtype=pl.Int64).alias("source_record"),
     )
-    config = scoring.ScoringConfig.load()
-    signals = scoring.trace_signals(traces, feedback, config=config)
+    settings = LoopSettings()
+    config = settings.load(scoring.ScoringConfig)
+    signals = scoring.trace_signals(traces, feedback, config, settings.load(TasksConfig))
     scored = scoring.score_traces(signals, scoring.fit_quality_model(signals, config), config)
     scored.write_parquet(root / "scored.parquet")
     traces.write_parquet(root / "traces.parquet")
@@ -109,12 +117,16 @@ def _phase_baseline_scored(folder: str) -> dict[str, Any]:
 
 
 def _phase_datasets(folder: str) -> dict[str, Any]:
-    from loop_pipeline.core.datasets import build_datasets, curate_examples
+    from loop_pipeline.core.datasets import DatasetConfig, build_datasets, curate_examples
+    from loop_pipeline.core.dedup import DedupConfig
+    from loop_pipeline.core.redaction import RedactionConfig
 
+    settings = LoopSettings()
+    configs = [settings.load(model) for model in (DatasetConfig, RedactionConfig, DedupConfig)]
     start = time.perf_counter()
     scored = pl.read_parquet(Path(folder) / "scored.parquet")
     traces = pl.read_parquet(Path(folder) / "traces.parquet")
-    curation = curate_examples(scored, traces, {"intent": 0.5})
+    curation = curate_examples(scored, traces, {"intent": 0.5}, None, *configs)
     datasets = build_datasets(curation.examples)
     seconds = time.perf_counter() - start
     return {
