@@ -15,7 +15,8 @@ from loop_pipeline.defs.ingest import checks as ingest_checks
 from loop_pipeline.defs.ingest.assets import landed_records
 from loop_pipeline.defs.ingest.sensors import landing_files_sensor
 from loop_pipeline.instance import ensure_dagster_home
-from loop_pipeline.resources import LoopStorage
+from loop_pipeline.resources import LoopConfigs, LoopStorage
+from loop_pipeline.config import ConfigError
 from loop_pipeline.settings import REPO_ROOT
 from loop_pipeline_tests.helpers import simulate_landing
 
@@ -42,12 +43,15 @@ def _storage(tmp_path: Path, landing: Path) -> LoopStorage:
     return LoopStorage(landing_url=str(landing), warehouse_dir=str(tmp_path / "warehouse"))
 
 
-def _materialize(storage: LoopStorage, instance: dg.DagsterInstance, day: str = DAY) -> dg.ExecuteInProcessResult:
+def _materialize(
+    storage: LoopStorage, instance: dg.DagsterInstance, day: str = DAY, overrides: dict | None = None
+) -> dg.ExecuteInProcessResult:
+    configs = LoopConfigs(config_dir=str(REPO_ROOT / "configs"), overrides=overrides or {})
     return dg.materialize(
         [landed_records, *CHECKS],
         partition_key=day,
         instance=instance,
-        resources={"storage": storage},
+        resources={"storage": storage, "configs": configs},
     )
 
 
@@ -268,3 +272,27 @@ def test_quarantine_rows_keep_the_raw_record(tmp_path):
     assert quarantine.get_column("raw").to_list() == BAD_LINES
     assert quarantine.get_column("source_record").to_list() == [2, 3, 4]
     assert quarantine.filter(pl.col("detail") == "").height == 0
+
+
+def test_ingest_reads_its_configs_from_the_resource_and_records_them(tmp_path):
+    landing = _landing(tmp_path)
+    storage = _storage(tmp_path, landing)
+    with dg.instance_for_test() as instance:
+        result = _materialize(storage, instance, overrides={"ingest": {"max_record_bytes": 64}})
+
+    assert result.success
+    quarantine = storage.read_table("quarantined_records", DAY)
+    assert storage.read_table("raw_traces", DAY).height == 0  # every simulated record is over 64 bytes
+    assert "oversized_record" in set(quarantine["reason"])
+    by_key = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("landed_records")}
+    for key in ("raw_traces", "feedback_events", "quarantined_records"):
+        assert by_key[key]["config/ingest"].value["max_record_bytes"] == 64
+        assert "gpt-4o-mini" in by_key[key]["config/prices"].value["models"]
+
+
+def test_a_bad_config_override_fails_naming_file_and_field(tmp_path):
+    storage = _storage(tmp_path, _landing(tmp_path))
+    expected = r"ingest\.yaml: decode_slice_rows: Input should be greater than or equal to 1 \(got 0\)"
+    with dg.instance_for_test() as instance, pytest.raises(ConfigError, match=expected):
+        _materialize(storage, instance, overrides={"ingest": {"decode_slice_rows": 0}})
+    assert not storage.table_path("raw_traces", DAY).exists()

@@ -7,14 +7,16 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from loop_pipeline.core.bench import synthetic_otlp_lines, write_lines
+from loop_pipeline.bench.synthetic import synthetic_otlp_lines, write_lines
 from loop_pipeline.defs.ingest import checks as ingest_checks
 from loop_pipeline.defs.ingest.assets import landed_records
-from loop_pipeline.resources import LoopStorage
+from loop_pipeline.resources import LoopConfigs, LoopStorage
+from loop_pipeline.settings import REPO_ROOT
 
 DAY = "2026-11-01"
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 CHECKS = dg.load_asset_checks_from_modules([ingest_checks])
+CONFIGS = LoopConfigs(config_dir=str(REPO_ROOT / "configs"))
 
 
 def _landing(tmp_path: Path) -> Path:
@@ -53,7 +55,7 @@ def test_mixed_landing_day_materializes_with_per_format_counts(tmp_path):
     storage = LoopStorage(landing_url=str(landing), warehouse_dir=str(tmp_path / "warehouse"))
 
     with dg.instance_for_test() as instance:
-        result = dg.materialize([landed_records, *CHECKS], partition_key=DAY, instance=instance, resources={"storage": storage})
+        result = dg.materialize([landed_records, *CHECKS], partition_key=DAY, instance=instance, resources={"storage": storage, "configs": CONFIGS})
 
     assert result.success
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -99,7 +101,7 @@ def test_accounting_check_sees_a_foreign_file_changed_after_ingest(tmp_path):
     landing = _landing(tmp_path)
     storage = LoopStorage(landing_url=str(landing), warehouse_dir=str(tmp_path / "warehouse"))
     with dg.instance_for_test() as instance:
-        assert dg.materialize([landed_records, *CHECKS], partition_key=DAY, instance=instance, resources={"storage": storage}).success
+        assert dg.materialize([landed_records, *CHECKS], partition_key=DAY, instance=instance, resources={"storage": storage, "configs": CONFIGS}).success
     export = landing / "traces" / DAY / "otlp" / "export.jsonl"
     with open(export, "a", encoding="utf-8") as handle:
         handle.write(synthetic_otlp_lines(1, seed=99).to_list()[0] + "\n")

@@ -1,14 +1,16 @@
 """Landing files of one day become canonical traces, feedback events and quarantined records."""
 
 
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Iterator
 
 import dagster as dg
 import polars as pl
 
-from loop_pipeline.core.ingest import ingest
+from loop_pipeline.core.costs import PriceTable
+from loop_pipeline.core.ingest import IngestConfig, IngestResult, ingest
 from loop_pipeline.defs.partitions import daily_partitions
-from loop_pipeline.resources import LoopStorage
+from loop_pipeline.resources import LoopConfigs, LoopStorage
 
 RAW_TRACES = dg.AssetKey("raw_traces")
 FEEDBACK_EVENTS = dg.AssetKey("feedback_events")
@@ -43,12 +45,15 @@ INGEST_GROUP = "ingest"
     partitions_def=daily_partitions,
     name="landed_records",
 )
-def landed_records(context: dg.AssetExecutionContext, storage: LoopStorage) -> Iterator[dg.MaterializeResult]:
+def landed_records(
+    context: dg.AssetExecutionContext, storage: LoopStorage, configs: LoopConfigs
+) -> Iterator[dg.MaterializeResult]:
     day = context.partition_key
+    config, prices = configs.load(IngestConfig), configs.load(PriceTable)
     sources = storage.landing_sources(day)
     if not sources:
         context.log.warning(f"no landing files for {day} under {storage.landing_url}: writing empty tables")
-    result = ingest(sources, progress=context.log.info)
+    result = ingest(sources, config, prices, progress=context.log.info)
     summary = result.summary(include_sources=True)
     storage.write_summary(day, summary)
     formats = ", ".join(f"{name}: {entry['files']} file(s)" for name, entry in summary["formats"].items()) or "no files"
@@ -56,27 +61,11 @@ def landed_records(context: dg.AssetExecutionContext, storage: LoopStorage) -> I
         f"{day}: {summary['records_in']} records in, {summary['valid']} valid, "
         f"{summary['duplicates']} duplicates, {summary['quarantined']} quarantined, {summary['skipped']} skipped ({formats})"
     )
+    used = configs.metadata(config, prices)
     tables = ((RAW_TRACES, result.traces, "trace"), (FEEDBACK_EVENTS, result.feedback, "feedback"))
     for key, frame, kind in tables:
         path = storage.write_table(key.path[-1], day, frame)
-        counts = result.counts[kind]
-        metadata = {
-            "dagster/row_count": frame.height,
-            "path": dg.MetadataValue.path(str(path)),
-            "records_in": counts.records_in,
-            "duplicates": counts.duplicates,
-            "quarantined": counts.quarantined,
-            "files": len(result.files),
-        }
-        metadata["skipped"] = counts.skipped
-        metadata["rows_by_source_format"] = dg.MetadataValue.json(_counts_by(frame, "source_format"))
-        if kind == "trace":
-            metadata["rows_by_task_type"] = dg.MetadataValue.json(_counts_by(frame, "task_type"))
-            metadata["skipped_by_reason"] = dg.MetadataValue.json(counts.skipped_by_reason)
-            metadata["cost_usd"] = float(frame.get_column("cost_usd").sum() or 0.0)
-        else:
-            metadata["rows_by_kind"] = dg.MetadataValue.json(_counts_by(frame, "kind"))
-        yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+        yield dg.MaterializeResult(asset_key=key, metadata={**_table_metadata(result, frame, kind, path), **used})
     path = storage.write_table(QUARANTINED_RECORDS.path[-1], day, result.quarantine)
     yield dg.MaterializeResult(
         asset_key=QUARANTINED_RECORDS,
@@ -84,8 +73,31 @@ def landed_records(context: dg.AssetExecutionContext, storage: LoopStorage) -> I
             "dagster/row_count": result.quarantine.height,
             "path": dg.MetadataValue.path(str(path)),
             "quarantined_by_reason": dg.MetadataValue.json(summary["quarantined_by_reason"]),
+            **used,
         },
     )
+
+
+def _table_metadata(result: IngestResult, frame: pl.DataFrame, kind: str, path: Path) -> dict[str, Any]:
+    """Rows, where they came from and what was held back, for raw_traces or feedback_events."""
+    counts = result.counts[kind]
+    metadata: dict[str, Any] = {
+        "dagster/row_count": frame.height,
+        "path": dg.MetadataValue.path(str(path)),
+        "records_in": counts.records_in,
+        "duplicates": counts.duplicates,
+        "quarantined": counts.quarantined,
+        "files": len(result.files),
+        "skipped": counts.skipped,
+        "rows_by_source_format": dg.MetadataValue.json(_counts_by(frame, "source_format")),
+    }
+    if kind == "trace":
+        metadata["rows_by_task_type"] = dg.MetadataValue.json(_counts_by(frame, "task_type"))
+        metadata["skipped_by_reason"] = dg.MetadataValue.json(counts.skipped_by_reason)
+        metadata["cost_usd"] = float(frame.get_column("cost_usd").sum() or 0.0)
+    else:
+        metadata["rows_by_kind"] = dg.MetadataValue.json(_counts_by(frame, "kind"))
+    return metadata
 
 
 def _counts_by(frame: pl.DataFrame, column: str) -> dict[str, int]:
