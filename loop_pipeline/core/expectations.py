@@ -12,8 +12,9 @@ from typing import Any, Mapping
 import polars as pl
 
 from loop_pipeline.core import dedup, redaction
-from loop_pipeline.core.datasets import DatasetConfig
-from loop_pipeline.core.scoring import TaskSpec
+from loop_pipeline.core.datasets.config import DatasetConfig
+from loop_pipeline.core.datasets.curate import last_user_message
+from loop_pipeline.core.tasks import TasksConfig
 
 
 @dataclass
@@ -119,10 +120,9 @@ def holdout_disjoint(
     validator = validator or _Validator()
 
     def prompts(frame: pl.DataFrame, column: str) -> pl.DataFrame:
-        last_user = pl.col(column).list.eval(
-            pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
-        ).list.last()
-        return frame.select("trace_id", last_user.fill_null("").alias("prompt_text")).unique("trace_id", keep="first", maintain_order=True)
+        return frame.select("trace_id", last_user_message(pl.col(column)).alias("prompt_text")).unique(
+            "trace_id", keep="first", maintain_order=True
+        )
 
     train = pl.concat(
         [prompts(datasets["sft"], "messages"), prompts(datasets["kto"], "prompt"), prompts(datasets["dpo"], "prompt")]
@@ -138,10 +138,10 @@ def holdout_disjoint(
 
 
 def label_shares_within_bounds(
-    datasets: Mapping[str, pl.DataFrame], tasks: Mapping[str, TaskSpec], config: DatasetConfig, validator: _Validator | None = None
+    datasets: Mapping[str, pl.DataFrame], tasks: TasksConfig, config: DatasetConfig, validator: _Validator | None = None
 ) -> Outcome:
     validator = validator or _Validator()
-    classification = [name for name, spec in tasks.items() if spec.kind == "classification"]
+    classification = [name for name, spec in tasks.tasks.items() if spec.kind == "classification"]
     target = pl.col("messages").list.last().struct.field("content")
     shares = (
         datasets["sft"]

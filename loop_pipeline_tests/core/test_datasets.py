@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,17 +26,22 @@ from loop_pipeline.core.datasets import (
     build_dataset_version,
     read_assignments,
 )
-from loop_pipeline.core.ingest import discover, ingest, write_result
-from loop_pipeline.core.scoring import TaskSpec
-from loop_pipeline.core.scoring_run import load_scored
+from loop_pipeline.core import scoring
+from loop_pipeline.core.ingest import IngestConfig, discover, ingest, write_result
+from loop_pipeline.core.ingest.writing import TRACES_TABLE
+from loop_pipeline.core.tasks import TaskSpec, TasksConfig
 from loop_pipeline.sim import SimulationConfig
 from loop_pipeline.schemas.traces import MESSAGES_DTYPE
-from loop_pipeline.settings import REPO_ROOT
-from loop_pipeline_tests.helpers import simulate_landing
+from loop_pipeline_tests.helpers import REPO_CONFIGS, repo_prices, simulate_landing
 
 START = "2026-11-01"
 SIMULATION = {"days": 7, "traces_per_day": 1000, "start_date": START, "human_review_rate": 0.1}
 PLACEHOLDERS = ("[EMAIL]", "[PHONE]", "[CARD]", "[IBAN]", "[IP]", "[SECRET]")
+DATASET_CONFIG = DatasetConfig.from_yaml(REPO_CONFIGS / "datasets.yaml")
+REDACTION = redaction.RedactionConfig.from_yaml(REPO_CONFIGS / "redaction.yaml")
+DEDUP = dedup.DedupConfig.from_yaml(REPO_CONFIGS / "dedup.yaml")
+# What build_dataset_version takes besides the frames: the project's configs.
+CONFIGS = {"config": DATASET_CONFIG, "redaction_config": REDACTION, "dedup_config": DEDUP}
 
 JWT = (
     "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIn0"
@@ -140,34 +144,35 @@ def plant_secrets(landing: Path) -> Planted:
     return planted
 
 
+def score_ingested(traces: pl.DataFrame, feedback: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, float | None]]:
+    """The scoring stage in-process: scored traces and the chosen threshold per task type."""
+    config = scoring.ScoringConfig.from_yaml(REPO_CONFIGS / "scoring.yaml")
+    tasks = TasksConfig.from_yaml(REPO_CONFIGS / "tasks.yaml")
+    scored = scoring.score_traffic(traces, feedback, config, tasks).scored
+    return scored, scoring.chosen_thresholds(scoring.sweep_thresholds(scored, config))
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Iterator[World]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("LOOP_CONFIG_DIR", raising=False)
-        patch.chdir(REPO_ROOT)
-        root = tmp_path_factory.mktemp("datasets_world")
-        landing = root / "landing"
-        simulate_landing(SimulationConfig.from_mapping(SIMULATION), landing)
-        planted = plant_secrets(landing)
-        write_result(ingest(discover([str(landing)])), root / "ingested")
-        scored, traces, thresholds, days = load_scored(root / "ingested")
-        yield World(root, root / "ingested", scored, traces, thresholds, days, planted)
-
-
-@pytest.fixture(autouse=True)
-def _repo_configs(monkeypatch):
-    """Each test reads the project's configs/ unless it points LOOP_CONFIG_DIR elsewhere."""
-    monkeypatch.delenv("LOOP_CONFIG_DIR", raising=False)
-    monkeypatch.chdir(REPO_ROOT)
+    root = tmp_path_factory.mktemp("datasets_world")
+    landing = root / "landing"
+    simulate_landing(SimulationConfig.from_mapping(SIMULATION), landing)
+    planted = plant_secrets(landing)
+    result = ingest(discover([str(landing)]), IngestConfig.from_yaml(REPO_CONFIGS / "ingest.yaml"), repo_prices())
+    write_result(result, root / "ingested")
+    # The same trace can land on two days; its score must not count it twice.
+    traces = result.traces.unique("trace_id", keep="first", maintain_order=True)
+    scored, thresholds = score_ingested(traces, result.feedback)
+    days = traces.get_column("timestamp").dt.date().unique().sort().cast(pl.String).to_list()
+    yield World(root, root / "ingested", scored, traces, thresholds, days, planted)
 
 
 @pytest.fixture(scope="module")
 def built(world) -> dict[str, Any]:
     """One version of the whole week, shared by the read-only tests."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("LOOP_CONFIG_DIR", raising=False)
-        patch.chdir(REPO_ROOT)
-        return build_dataset_version(world.scored, world.traces, world.thresholds, world.root / "datasets", world.days)
+    return build_dataset_version(
+        world.scored, world.traces, world.thresholds, world.root / "datasets", source_partitions=world.days, **CONFIGS
+    )
 
 
 def read_version(summary: dict[str, Any]) -> dict[str, pl.DataFrame]:
@@ -192,7 +197,7 @@ def redact(text: str) -> str:
 
 def redact_all(texts: list[str]) -> list[str]:
     series = pl.Series("text", texts, dtype=pl.String)
-    return pl.select(redaction.redact_expr(pl.lit(series), redaction.RedactionConfig.load())).to_series().to_list()
+    return pl.select(redaction.redact_expr(pl.lit(series), REDACTION)).to_series().to_list()
 
 
 def on_day(day_number: int) -> pl.Expr:
@@ -250,9 +255,9 @@ def test_planted_secrets_and_pii_never_appear_in_any_dataset_file(world, built):
     root = world.root / "datasets"
     files = sorted(p for p in root.rglob("*") if p.is_file())
     parquet = [p for p in files if p.suffix == ".parquet"]
-    # The four datasets and the stored holdout assignment; the card; LATEST.
+    # The four datasets and the stored holdout assignment; the card; no "latest" pointer.
     assert {p.name for p in parquet} == {f"{n}.parquet" for n in DATASET_NAMES} | {ASSIGNMENTS_FILE}
-    assert {p.name for p in files} >= {"README.md", "LATEST"}
+    assert {p.name for p in files} == {p.name for p in parquet} | {"README.md"}
 
     all_text: list[str] = []
     for path in files:
@@ -286,7 +291,7 @@ def test_planted_secrets_and_pii_never_appear_in_any_dataset_file(world, built):
     redacted_prompts = datasets["sft"].filter(pl.col("trace_id").is_in(list(planted.prompt)))
     assert redacted_prompts.height > 100
     # And the expectation that guards training agrees.
-    outcome = expectations.no_sensitive_text(datasets, redaction.RedactionConfig.load())
+    outcome = expectations.no_sensitive_text(datasets, REDACTION)
     assert outcome.passed, outcome.description
     assert outcome.details["texts_checked"] > 10_000
 
@@ -315,7 +320,7 @@ def test_holdout_shares_no_trace_group_or_prompt_with_train(world, built):
     assert assignments.height == world.scored.get_column("user_id").n_unique()
 
     # Prompts: no train prompt is an exact or near duplicate of a holdout prompt.
-    config = dedup.DedupConfig.load()
+    config = DEDUP
     train_prompts = pl.concat(
         [
             datasets["sft"].select("trace_id", last_user("messages").alias("text")),
@@ -337,7 +342,7 @@ def test_a_near_duplicate_of_a_holdout_prompt_in_a_train_group_is_excluded(world
     # The holdout prompt with the most words; its copy gains one word at the end.
     source = holdout.sort(pl.col("text").str.split(" ").list.len(), "trace_id", descending=[True, False]).row(0, named=True)
     near = source["text"] + " please"
-    config = dedup.DedupConfig.load()
+    config = DEDUP
     probe = pl.DataFrame({"trace_id": ["copy"], "text": [near]})
     assert dedup.overlapping_ids(probe, holdout.select("trace_id", "text"), "trace_id", "text", config).height == 1
     assert pl.select(dedup.normalize_text(pl.lit(near))).item() != pl.select(dedup.normalize_text(pl.lit(source["text"]))).item()
@@ -357,7 +362,7 @@ def test_a_near_duplicate_of_a_holdout_prompt_in_a_train_group_is_excluded(world
         .otherwise(pl.col("messages"))
         .alias("messages")
     )
-    summary = build_dataset_version(world.scored, traces, world.thresholds, tmp_path / "datasets", world.days)
+    summary = build_dataset_version(world.scored, traces, world.thresholds, tmp_path / "datasets", source_partitions=world.days, **CONFIGS)
     after = read_version(summary)
     assert summary["version"] != built["version"]
     assert target not in train_ids(after)
@@ -378,26 +383,25 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
 
 def test_a_second_build_gives_the_same_version_and_rewrites_nothing(world, tmp_path):
     root = tmp_path / "datasets"
-    first = build_dataset_version(world.scored, world.traces, world.thresholds, root, world.days)
+    first = build_dataset_version(world.scored, world.traces, world.thresholds, root, source_partitions=world.days, **CONFIGS)
     assert first["created"] is True and first["version"].startswith("ds-")
     folder = root / first["version"]
     before = snapshot(folder)
     assert set(before) == {"README.md", *(f"{n}.parquet" for n in DATASET_NAMES)}
     assignments = read_assignments(root)
 
-    second = build_dataset_version(world.scored, world.traces, world.thresholds, root, world.days)
+    second = build_dataset_version(world.scored, world.traces, world.thresholds, root, source_partitions=world.days, **CONFIGS)
     assert second["version"] == first["version"] and second["created"] is False
     assert second["rows"] == first["rows"] and second["paths"] == first["paths"]
     assert snapshot(folder) == before
     assert read_assignments(root).equals(assignments)
-    assert (root / "LATEST").read_text().strip() == first["version"]
-    assert sorted(p.name for p in root.iterdir()) == sorted(["LATEST", ASSIGNMENTS_FILE, first["version"]])
+    assert sorted(p.name for p in root.iterdir()) == sorted([ASSIGNMENTS_FILE, first["version"]])
 
 
 def test_the_version_does_not_depend_on_the_order_of_the_input_rows(world, built, tmp_path):
     scored = world.scored.sample(fraction=1.0, shuffle=True, seed=1)
     traces = world.traces.sample(fraction=1.0, shuffle=True, seed=2)
-    summary = build_dataset_version(scored, traces, world.thresholds, tmp_path / "datasets", world.days)
+    summary = build_dataset_version(scored, traces, world.thresholds, tmp_path / "datasets", source_partitions=world.days, **CONFIGS)
     assert summary["version"] == built["version"]
     assert summary["rows"] == built["rows"]
 
@@ -409,17 +413,17 @@ def test_the_version_does_not_depend_on_the_order_of_the_input_rows(world, built
 def test_new_traffic_gives_a_new_version_whose_holdout_keeps_every_earlier_holdout_group(world, tmp_path):
     root = tmp_path / "datasets"
     early = world.scored.filter(on_day(4))
-    first = build_dataset_version(early, world.traces.filter(on_day(4)), world.thresholds, root, world.days[:4])
+    first = build_dataset_version(early, world.traces.filter(on_day(4)), world.thresholds, root, source_partitions=world.days[:4], **CONFIGS)
     first_folder = snapshot(root / first["version"])
     first_assignments = read_assignments(root)
     first_holdout = set(read_version(first)["holdout"].get_column("group_key"))
     first_train_groups = set(first_assignments.filter(pl.col("split") == "train").get_column("group_key"))
     assert first_holdout and first_train_groups
 
-    second = build_dataset_version(world.scored, world.traces, world.thresholds, root, world.days)
+    second = build_dataset_version(world.scored, world.traces, world.thresholds, root, source_partitions=world.days, **CONFIGS)
     assert second["version"] != first["version"] and second["created"] is True
     assert second["rows"]["sft"] > first["rows"]["sft"]
-    assert (root / "LATEST").read_text().strip() == second["version"]
+    assert sorted(p.name for p in root.iterdir()) == sorted([ASSIGNMENTS_FILE, first["version"], second["version"]])
     assert snapshot(root / first["version"]) == first_folder  # the old version stays as it was
 
     assignments = read_assignments(root)
@@ -432,27 +436,22 @@ def test_new_traffic_gives_a_new_version_whose_holdout_keeps_every_earlier_holdo
     assert not first_train_groups & second_holdout
 
 
-def test_stored_assignments_win_over_a_changed_holdout_fraction(world, tmp_path, monkeypatch):
+def test_stored_assignments_win_over_a_changed_holdout_fraction(world, tmp_path):
     root = tmp_path / "datasets"
     first = build_dataset_version(
-        world.scored.filter(on_day(4)), world.traces.filter(on_day(4)), world.thresholds, root, world.days[:4]
+        world.scored.filter(on_day(4)), world.traces.filter(on_day(4)), world.thresholds, root, source_partitions=world.days[:4], **CONFIGS
     )
     first_assignments = read_assignments(root)
 
-    configs = tmp_path / "configs"
-    shutil.copytree(REPO_ROOT / "configs", configs)
-    text = (configs / "datasets.yaml").read_text()
-    assert "holdout_fraction: 0.1\n" in text
-    (configs / "datasets.yaml").write_text(text.replace("holdout_fraction: 0.1\n", "holdout_fraction: 0.9\n"))
-    monkeypatch.setenv("LOOP_CONFIG_DIR", str(configs))
-    assert DatasetConfig.load().holdout_fraction == 0.9
+    assert DATASET_CONFIG.holdout_fraction == 0.1
+    changed = {**CONFIGS, "config": DATASET_CONFIG.with_overrides({"holdout_fraction": 0.9})}
 
     # Days 5-7 come from new users (new groups); their traces join the old users' traces.
     late = ~on_day(4)
     renamed = pl.when(late).then(pl.col("user_id") + "-late").otherwise(pl.col("user_id")).alias("user_id")
     scored = world.scored.with_columns(renamed)
     traces = world.traces.with_columns(renamed)
-    second = build_dataset_version(scored, traces, world.thresholds, root, world.days)
+    second = build_dataset_version(scored, traces, world.thresholds, root, source_partitions=world.days, **changed)
     assert second["version"] != first["version"]
 
     assignments = read_assignments(root)
@@ -584,7 +583,7 @@ def test_a_version_is_one_mlflow_run_with_dataset_inputs(world, tmp_path):
     tracking = TrackingTarget(f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "artifacts").as_uri())
     root = tmp_path / "datasets"
     scored, traces = world.scored.filter(on_day(2)), world.traces.filter(on_day(2))
-    first = build_dataset_version(scored, traces, world.thresholds, root, world.days[:2], tracking=tracking)
+    first = build_dataset_version(scored, traces, world.thresholds, root, source_partitions=world.days[:2], tracking=tracking, **CONFIGS)
     version, run_id = first["version"], first["mlflow_run_id"]
     assert run_id
 
@@ -601,7 +600,7 @@ def test_a_version_is_one_mlflow_run_with_dataset_inputs(world, tmp_path):
     assert {name: int(run.data.metrics[f"rows_{name}"]) for name in DATASET_NAMES} == first["rows"]
     assert "README.md" in [a.path for a in client.list_artifacts(run_id)]
 
-    second = build_dataset_version(scored, traces, world.thresholds, root, world.days[:2], tracking=tracking)
+    second = build_dataset_version(scored, traces, world.thresholds, root, source_partitions=world.days[:2], tracking=tracking, **CONFIGS)
     assert second["version"] == version and second["created"] is False
     assert second["mlflow_run_id"] == run_id
     assert len(client.search_runs([experiment.experiment_id], max_results=100)) == 1
@@ -612,7 +611,7 @@ def test_a_version_is_one_mlflow_run_with_dataset_inputs(world, tmp_path):
 
 
 def test_every_row_keeps_the_trace_id_of_an_ingested_trace(world, built):
-    ingested = pl.concat([pl.read_parquet(p) for p in sorted((world.ingested / "traces").rglob("*.parquet"))])
+    ingested = pl.concat([pl.read_parquet(p) for p in sorted((world.ingested / TRACES_TABLE).rglob("*.parquet"))])
     known = set(ingested.get_column("trace_id"))
     datasets = read_version(built)
     for name, frame in datasets.items():
@@ -708,7 +707,7 @@ def test_min_rows_per_task_passes_and_fails():
 
 
 def test_no_sensitive_text_passes_and_fails():
-    config = redaction.RedactionConfig.load()
+    config = REDACTION
     clean = small_datasets(BALANCED, HOLDOUT, kto=[("t1", "intent", "what is my account balance", "balance", True)])
     passing = expectations.no_sensitive_text(clean, config)
     assert passing.passed and passing.details["sensitive"] == 0
@@ -726,7 +725,7 @@ def test_no_sensitive_text_passes_and_fails():
 
 
 def test_holdout_disjoint_passes_and_fails():
-    config = dedup.DedupConfig.load()
+    config = DEDUP
     assert expectations.holdout_disjoint(small_datasets(BALANCED, HOLDOUT), config).passed
     exact = small_datasets(BALANCED, [("h1", "intent", "What is my ACCOUNT balance?", "balance")])
     failing = expectations.holdout_disjoint(exact, config)
@@ -744,10 +743,12 @@ def test_holdout_disjoint_passes_and_fails():
 
 
 def test_label_shares_within_bounds_passes_and_fails():
-    tasks = {
-        "intent": TaskSpec(name="intent", kind="classification"),
-        "summarization": TaskSpec(name="summarization", kind="summarization"),
-    }
+    tasks = TasksConfig(
+        tasks={
+            "intent": TaskSpec(name="intent", kind="classification"),
+            "summarization": TaskSpec(name="summarization", kind="summarization"),
+        }
+    )
     config = DatasetConfig(max_label_share=0.5)
     assert expectations.label_shares_within_bounds(small_datasets(BALANCED, HOLDOUT), tasks, config).passed
     skewed = [*BALANCED, ("t7", "intent", "what's in my checking account", "balance"), ("t8", "intent", "how much money do i have", "balance")]
@@ -775,7 +776,13 @@ def test_group_keys_are_pseudonyms_of_the_user_or_session_id(world):
 
     for group_by in ("user_id", "session_id"):
         curation = curate_examples(
-            world.scored.filter(on_day(1)), world.traces, world.thresholds, config=DatasetConfig(group_by=group_by)
+            world.scored.filter(on_day(1)),
+            world.traces,
+            world.thresholds,
+            previous_assignments=None,
+            config=DATASET_CONFIG.with_overrides({"group_by": group_by}),
+            redaction_config=REDACTION,
+            dedup_config=DEDUP,
         )
         examples = curation.examples
         if group_by == "session_id":

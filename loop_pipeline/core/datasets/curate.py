@@ -1,0 +1,112 @@
+"""Which traces teach what: per trace an SFT target (review label, user edit or trusted output), a
+KTO label, a DPO pair, and its split; redacted, and deduplicated within and across the splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import polars as pl
+
+from loop_pipeline.core import dedup, redaction
+from loop_pipeline.core.datasets.config import DatasetConfig
+from loop_pipeline.core.datasets.split import assign_groups, group_key
+from loop_pipeline.core.scoring import keep_mask
+
+# The original output is a bad example when any of these is true (KTO's undesirable side).
+NEGATIVE_SIGNALS = ("rejected", "hallucination", "edited", "thumbs_down", "heuristic_failed")
+
+
+@dataclass
+class Curation:
+    examples: pl.DataFrame
+    assignments: pl.DataFrame
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def last_user_message(messages: pl.Expr) -> pl.Expr:
+    return (
+        messages.list.eval(pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content"))
+        .list.last()
+        .fill_null("")
+    )
+
+
+def _with_targets(frame: pl.DataFrame, scored: pl.DataFrame, thresholds: Mapping[str, float | None], config: DatasetConfig) -> pl.DataFrame:
+    """``target_source`` / ``target`` (review label, else edit, else a trusted output) and
+    ``output_is_bad``; only traces with a target or a bad output (a KTO negative) stay."""
+    review_bad = pl.col("review_good").eq(False).fill_null(False)
+    use_review = review_bad & pl.col("review_label").is_not_null() & pl.lit(config.include_review_labels)
+    use_edit = pl.col("edited") & pl.col("user_edit").is_not_null() & pl.lit(config.include_edits)
+    keep_output = keep_mask(scored, thresholds) & ~review_bad
+    frame = frame.with_columns(
+        pl.when(use_review).then(pl.lit("review")).when(use_edit).then(pl.lit("edit")).when(keep_output).then(pl.lit("output")).alias("target_source"),
+        (pl.any_horizontal([pl.col(n) for n in NEGATIVE_SIGNALS]) | review_bad).alias("output_is_bad"),
+    ).with_columns(
+        pl.when(pl.col("target_source") == "review")
+        .then(pl.col("review_label"))
+        .when(pl.col("target_source") == "edit")
+        .then(pl.col("user_edit"))
+        .when(pl.col("target_source") == "output")
+        .then(pl.col("output"))
+        .alias("target"),
+    )
+    return frame.filter(pl.col("target").is_not_null() | pl.col("output_is_bad"))
+
+
+def _deduplicated_splits(
+    frame: pl.DataFrame, dedup_config: dedup.DedupConfig, stats: dict[str, Any]
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Train and holdout each deduplicated (the best score of a cluster stays), then train rows that
+    near-duplicate a holdout prompt dropped; returns train, holdout and how many were dropped."""
+    # Best copy first: deduplicate keeps the highest score among exact and near duplicates.
+    frame = frame.with_columns(pl.col("p_good").fill_null(0.0).alias("_score"))
+    parts = []
+    for split in ("train", "holdout"):
+        part = frame.filter(pl.col("split") == split)
+        kept, dedup_stats = dedup.deduplicate(part, "trace_id", "prompt_text", "_score", dedup_config)
+        stats[f"dedup_{split}"] = dedup_stats
+        parts.append(kept.drop("_score"))
+    train, holdout = parts
+    leaks = dedup.overlapping_ids(train, holdout, "trace_id", "prompt_text", dedup_config)
+    train = train.join(leaks.select("trace_id"), on="trace_id", how="anti", maintain_order="left")
+    return train, holdout, leaks.height
+
+
+def curate_examples(
+    scored: pl.DataFrame,
+    traces: pl.DataFrame,
+    thresholds: Mapping[str, float | None],
+    previous_assignments: pl.DataFrame | None,
+    config: DatasetConfig,
+    redaction_config: redaction.RedactionConfig,
+    dedup_config: dedup.DedupConfig,
+    progress: Callable[[str], None] | None = None,
+) -> Curation:
+    """One row per usable trace: redacted prompt, target, KTO label, DPO pair, split."""
+    say = progress or (lambda _: None)
+    # Sorted: the join's row order is unspecified, and deduplication breaks score ties by row order,
+    # so without it the same traces could give another version.
+    frame = scored.join(
+        traces.select("trace_id", "messages", "session_id", "prompt_version"), on="trace_id", how="inner"
+    ).sort("trace_id")
+    frame = _with_targets(frame, scored, thresholds, config)
+    frame, redacted = redaction.redact_frame(
+        frame, text_columns=["output", "target", "user_edit", "review_label"], message_columns=["messages"], config=redaction_config
+    )
+    say(f"redacted: {sum(redacted.values())} replacements {redacted}")
+    frame = frame.with_columns(last_user_message(pl.col("messages")).alias("prompt_text"))
+    frame = frame.with_columns(group_key(frame, config).alias("group_key"))
+    assignments = assign_groups(frame.get_column("group_key"), previous_assignments, config.holdout_fraction)
+    frame = frame.join(assignments, on="group_key", how="left", maintain_order="left")
+
+    stats: dict[str, Any] = {"redacted": redacted}
+    train, holdout, leaked = _deduplicated_splits(frame, dedup_config, stats)
+    stats["train_excluded_near_holdout"] = leaked
+    examples = pl.concat([train, holdout])
+    stats["examples"] = examples.height
+    say(
+        f"examples: {train.height} train, {holdout.height} holdout "
+        f"({leaked} train rows dropped as near-duplicates of holdout prompts)"
+    )
+    return Curation(examples, assignments, stats)
