@@ -10,25 +10,25 @@ import polars as pl
 
 from loop_pipeline.core.scoring import ScoringConfig
 from loop_pipeline.sim import SimulationConfig
-from loop_pipeline.core.tracking import TrackingTarget
 from loop_pipeline.defs import ingest as ingest_stage
-from loop_pipeline.defs import scoring as scoring_stage
-from loop_pipeline.resources import LoopStorage, MlflowTracking
+from loop_pipeline.defs.scoring import scoring_defs
+from loop_pipeline.resources import LoopConfigs, LoopStorage, MlflowTracking
 from loop_pipeline.runs import materialize_ingest, materialize_scoring
-from loop_pipeline.settings import paths
-from loop_pipeline_tests.helpers import simulate_landing
+from loop_pipeline.settings import LoopSettings
+from loop_pipeline_tests.helpers import REPO_CONFIGS, simulate_landing
 
 DAY = "2026-11-01"
+LOOKBACK = ScoringConfig.from_yaml(REPO_CONFIGS / "scoring.yaml").feedback_lookback_days
+SCORING_STAGE = scoring_defs(LOOKBACK)
 EVERYTHING = [
     *ingest_stage.defs.assets,
-    *scoring_stage.defs.assets,
+    *SCORING_STAGE.assets,
     *ingest_stage.defs.asset_checks,
-    *scoring_stage.defs.asset_checks,
+    *SCORING_STAGE.asset_checks,
 ]
 INGEST_KEYS = ("raw_traces", "feedback_events", "quarantined_records")
 SCORING_KEYS = ("trace_signals", "quality_model", "scored_traces", "score_thresholds")
 CHECK = dg.AssetCheckKey(dg.AssetKey("score_thresholds"), "score_thresholds_reach_precision_target")
-LOOKBACK = ScoringConfig.load().feedback_lookback_days
 
 
 def plus_days(day: str, days: int) -> str:
@@ -41,15 +41,16 @@ def land_feedback(landing: Path, day: str, name: str, records: list[dict]) -> No
     (folder / name).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
 
 
-def materialize(instance, resources, keys, day=None) -> dg.ExecuteInProcessResult:
+def materialize(instance, resources, keys, day=None, raise_on_error=True) -> dg.ExecuteInProcessResult:
     result = dg.materialize(
         EVERYTHING,
         selection=dg.AssetSelection.assets(*keys),
         partition_key=day,
         instance=instance,
         resources=resources,
+        raise_on_error=raise_on_error,
     )
-    assert result.success
+    assert result.success or not raise_on_error
     return result
 
 
@@ -69,6 +70,7 @@ def test_late_feedback_changes_a_score_on_rerun_and_too_late_feedback_does_not(t
         "storage": storage,
         # Not used by the assets run here; the definitions need it bound.
         "mlflow": MlflowTracking(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=(tmp_path / "artifacts").as_uri()),
+        "configs": LoopConfigs(config_dir=str(REPO_CONFIGS)),
     }
     late_day, too_late_day = plus_days(DAY, 2), plus_days(DAY, LOOKBACK + 1)
     with dg.instance_for_test() as instance:
@@ -104,6 +106,13 @@ def test_late_feedback_changes_a_score_on_rerun_and_too_late_feedback_does_not(t
         after = storage.read_table("scored_traces", DAY)
         assert instance.get_materialized_partitions(dg.AssetKey("scored_traces")) == {DAY}
 
+        # The lookback is part of the asset graph: a run that overrides it fails and says why.
+        longer = {**resources, "configs": LoopConfigs(config_dir=str(REPO_CONFIGS), overrides={"scoring": {"feedback_lookback_days": LOOKBACK + 2}})}
+        refused = materialize(instance, longer, ["trace_signals"], DAY, raise_on_error=False)
+        assert not refused.success
+        failure = next(e for e in refused.all_events if e.is_step_failure).step_failure_data.error.to_string()
+        assert f"feedback_lookback_days is {LOOKBACK + 2} for this run but the asset graph was built with {LOOKBACK}" in failure
+
     # The trace with late feedback: its signals show it, its score drops.
     was, now = (frame.filter(pl.col("trace_id") == target).row(0, named=True) for frame in (before, after))
     assert was["rejected"] is False and now["rejected"] is True and now["vetoed"] is True
@@ -124,7 +133,7 @@ def test_scoring_assets_materialize_with_thresholds_plot_and_mlflow_runs(loop_ho
 
     for name in ("LOOP_MLFLOW_TRACKING_URI", "LOOP_MLFLOW_ARTIFACT_ROOT"):
         monkeypatch.delenv(name, raising=False)
-    home = paths()
+    home = LoopSettings().paths
     simulate_landing(
         SimulationConfig.from_mapping({"days": 2, "traces_per_day": 250, "start_date": DAY, "human_review_rate": 0.3}),
         home.landing,
@@ -165,8 +174,13 @@ def test_scoring_assets_materialize_with_thresholds_plot_and_mlflow_runs(loop_ho
     assert "data:image/png;base64," in markdown
     png = base64.b64decode(markdown.split("data:image/png;base64,", 1)[1].rstrip(")"))
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    # The document keeps the plot beside it and the orphan count `loop thresholds sweep` prints.
+    assert Path(document["plot"]).read_bytes() == png and document["orphan_feedback_events"] == 1
+    # Each materialization records the configuration it ran with.
+    assert thresholds["config/scoring"]["feedback_lookback_days"] == LOOKBACK
+    assert model["config/scoring"]["calibration"] == "platt"
 
-    tracking = TrackingTarget.default()
+    tracking = LoopSettings().tracking()
     assert tracking.tracking_uri == f"sqlite:///{home.mlflow / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=tracking.tracking_uri)
     experiment = client.get_experiment_by_name(thresholds["mlflow_experiment"])
@@ -195,3 +209,9 @@ def test_scoring_definitions_snapshot(loop_home):
     assert {k.to_user_string() for k in node.parent_keys} == {"raw_traces", "feedback_events"}
     mapping = node.partition_mappings[dg.AssetKey("feedback_events")]
     assert (mapping.start_offset, mapping.end_offset) == (0, LOOKBACK)
+
+
+def test_the_graph_takes_its_lookback_from_the_value_it_is_built_with():
+    (trace_signals,) = [a for a in scoring_defs(LOOKBACK + 4).assets if a.key == dg.AssetKey("trace_signals")]
+    mapping = trace_signals.get_partition_mapping(dg.AssetKey("feedback_events"))
+    assert (mapping.start_offset, mapping.end_offset) == (0, LOOKBACK + 4)
