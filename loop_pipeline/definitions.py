@@ -10,6 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 import loop_pipeline  # noqa: F401  (sets the no-telemetry environment first)
+from loop_pipeline.core.scoring import ScoringConfig
 from loop_pipeline.defs import datasets, evaluation, ingest, scoring, training
 from loop_pipeline.resources import LoopConfigs, LoopStorage, MlflowTracking, StageResultIOManager
 from loop_pipeline.resources.trainer import K8sTrainerLauncher, TrainerLauncher
@@ -50,7 +51,9 @@ def build_resources(
 
 def build_defs(settings: LoopSettings | None = None, **resource_overrides: str | None) -> dg.Definitions:
     settings = settings or LoopSettings()
-    stages = (ingest.defs, scoring.defs, datasets.defs, training.defs, evaluation.defs)
+    # The feedback lookback is part of the scoring stage's asset graph (its partition mapping).
+    lookback_days = settings.load(ScoringConfig).feedback_lookback_days
+    stages = (ingest.defs, scoring.scoring_defs(lookback_days), datasets.defs, training.defs, evaluation.defs)
     return dg.Definitions.merge(*stages, dg.Definitions(resources=build_resources(settings, **resource_overrides)))
 
 
