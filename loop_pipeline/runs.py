@@ -48,8 +48,9 @@ def landing_days(defs: dg.Definitions) -> list[str]:
 
 def read_result(defs: dg.Definitions, asset: str, kind: type):
     """An asset's typed value as the results IO manager stored it."""
-    path = Path(defs.resources["results_io"].results_dir) / f"{asset}.json"
-    return kind.model_validate_json(path.read_text(encoding="utf-8"))
+    from loop_pipeline.core.contracts import read_stage_result
+
+    return read_stage_result(defs.resources["results_io"].results_dir, asset, kind)
 
 
 class StageReporter:
@@ -263,21 +264,8 @@ def materialize_evaluation(
     }
 
 
-def latest_dataset_folder(settings: LoopSettings | None = None) -> Path:
-    """The version folder training_datasets materialized last on this LOOP_HOME (what
-    ``data.version_dir: latest`` means)."""
-    from loop_pipeline.core.contracts import DatasetVersion
-
-    defs = build_stage_defs(settings)
-    try:
-        return Path(read_result(defs, "training_datasets", DatasetVersion).path)
-    except FileNotFoundError:
-        raise FileNotFoundError("no dataset version materialized on this LOOP_HOME: run `loop datasets build` first") from None
-
-
 __all__ = [
     "StageReporter",
-    "latest_dataset_folder",
     "materialize_datasets",
     "materialize_evaluation",
     "materialize_ingest",

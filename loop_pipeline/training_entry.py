@@ -9,26 +9,29 @@ from pathlib import Path
 from typing import Any
 
 from loop_pipeline.config import ConfigError
+from loop_pipeline.core.contracts import DatasetVersion, read_stage_result
 from loop_pipeline.core.training.config import LATEST, TrainConfig
 from loop_pipeline.settings import LoopSettings
 
 
-def latest_dataset_version_dir(datasets_root: Path) -> Path:
-    """The version folder ``loop datasets build`` (or ``training_datasets``) made last."""
-    marker = Path(datasets_root) / "LATEST"
-    if not marker.is_file():
-        raise ConfigError(f"data.version_dir: latest, but {marker} is missing: build a dataset version first (loop datasets build)")
-    return Path(datasets_root) / marker.read_text(encoding="utf-8").strip()
+def latest_dataset_version_dir(settings: LoopSettings) -> Path:
+    """The version folder ``training_datasets`` materialized last on this LOOP_HOME (what
+    ``data.version_dir: latest`` means), from the asset's typed value."""
+    try:
+        version = read_stage_result(settings.paths.warehouse / "results", "training_datasets", DatasetVersion)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"data.version_dir: latest, but {exc}: build a dataset version first (loop datasets build)") from None
+    return Path(version.path)
 
 
 def fill_run_defaults(config: TrainConfig, settings: LoopSettings, latest_version_dir: Path | None = None) -> TrainConfig:
     """``config`` with what it leaves open filled from ``settings``: ``data.version_dir: latest`` ->
-    ``latest_version_dir`` (default: the LATEST version under LOOP_HOME), ``model.cache_dir`` ->
+    ``latest_version_dir`` (default: the version training_datasets materialized last), ``model.cache_dir`` ->
     LOOP_HOME/models, ``tracking.tracking_uri`` / ``artifact_root`` -> ``settings.tracking()``.
     Values the file sets stay as they are."""
     overrides: dict[str, Any] = {}
     if config.data.version_dir == LATEST:
-        folder = latest_version_dir or latest_dataset_version_dir(settings.paths.datasets)
+        folder = latest_version_dir or latest_dataset_version_dir(settings)
         overrides["data"] = {"version_dir": str(folder)}
     if not config.model.cache_dir:
         overrides["model"] = {"cache_dir": str(settings.paths.models)}

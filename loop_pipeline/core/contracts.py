@@ -7,7 +7,13 @@ evaluation scored, travels with the asset graph rather than through pointer file
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TypeVar
+
 from pydantic import BaseModel, ConfigDict
+
+
+R = TypeVar("R", bound=BaseModel)
 
 
 class StageResult(BaseModel):
@@ -52,3 +58,17 @@ class TrainedAdapter(StageResult):
     sft_adapter_path: str | None = None
     merged_path: str | None = None
     mlflow_run_id: str | None = None
+
+
+def stage_result_path(results_dir: Path | str, asset: str) -> Path:
+    """Where the results IO manager keeps an asset's typed value."""
+    return Path(results_dir) / f"{asset}.json"
+
+
+def read_stage_result(results_dir: Path | str, asset: str, kind: type[R]) -> R:
+    """An asset's typed value as the results IO manager stored it (FileNotFoundError, saying what
+    to materialize, when it has not been)."""
+    path = stage_result_path(results_dir, asset)
+    if not path.is_file():
+        raise FileNotFoundError(f"{asset} has not been materialized on this LOOP_HOME ({path} is missing)")
+    return kind.model_validate_json(path.read_text(encoding="utf-8"))

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import BaseModel
 
+from loop_pipeline.core.contracts import stage_result_path
 from loop_pipeline.core.storage import write_json_atomic
 
 
@@ -18,7 +19,7 @@ class StageResultIOManager(dg.ConfigurableIOManager):
     results_dir: str
 
     def _path(self, key: dg.AssetKey) -> Path:
-        return Path(self.results_dir) / f"{'__'.join(key.path)}.json"
+        return stage_result_path(self.results_dir, "__".join(key.path))
 
     def handle_output(self, context: dg.OutputContext, obj: BaseModel) -> None:
         if not isinstance(obj, BaseModel):

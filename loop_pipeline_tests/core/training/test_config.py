@@ -12,6 +12,7 @@ import yaml
 from loop_pipeline.config import ConfigError
 from loop_pipeline.core.training import TrainConfig
 from loop_pipeline.settings import REPO_ROOT, LoopSettings
+from loop_pipeline.core.contracts import DatasetVersion
 from loop_pipeline.training_entry import fill_run_defaults, latest_dataset_version_dir
 from loop_pipeline_tests.core.training.toy import train_config
 
@@ -86,11 +87,14 @@ def test_fill_run_defaults_resolves_latest_the_cache_and_the_store_from_settings
     raw = _raw(tmp_path, data={"version_dir": "latest"}, tracking={"tracking_uri": None, "artifact_root": None})
     config = TrainConfig.from_mapping(raw)
     settings = LoopSettings()
-    with pytest.raises(ConfigError, match="data.version_dir: latest, but .*LATEST is missing"):
+    with pytest.raises(ConfigError, match="data.version_dir: latest, but training_datasets has not been materialized"):
         fill_run_defaults(config, settings)
     datasets = settings.paths.datasets
-    datasets.mkdir(parents=True)
-    (datasets / "LATEST").write_text("v-toy\n")
+    # What the training_datasets asset left through the results IO manager.
+    version = DatasetVersion(version="v-toy", path=str(datasets / "v-toy"), new_version=True, rows={"sft": 1})
+    results = settings.paths.warehouse / "results"
+    results.mkdir(parents=True)
+    (results / "training_datasets.json").write_text(version.model_dump_json())
     filled = fill_run_defaults(config, settings)
     assert filled.data.version_dir == str(datasets / "v-toy")
     assert filled.model.cache_dir == str(settings.paths.models)
@@ -99,4 +103,4 @@ def test_fill_run_defaults_resolves_latest_the_cache_and_the_store_from_settings
     # An explicit folder wins over the pointer; what the file sets stays.
     chosen = fill_run_defaults(config.with_overrides({"model": {"cache_dir": "/models"}}), settings, tmp_path / "v-2")
     assert chosen.data.version_dir == str(tmp_path / "v-2") and chosen.model.cache_dir == "/models"
-    assert latest_dataset_version_dir(datasets) == datasets / "v-toy"
+    assert latest_dataset_version_dir(settings) == datasets / "v-toy"
