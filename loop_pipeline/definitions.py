@@ -44,8 +44,9 @@ def build_resources(
         "mlflow": MlflowTracking(tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root),
         "trainer": build_trainer(settings),
         "configs": LoopConfigs(config_dir=str(settings.configs)),
-        # Typed stage results (dataset version -> adapter -> evaluation -> registered model).
-        "results_io": StageResultIOManager(results_dir=f"{warehouse}/results"),
+        # Typed stage results (dataset version -> adapter -> evaluation -> registered model), kept
+        # beside the instance: a version built from another folder (--traces) still feeds `loop train`.
+        "results_io": StageResultIOManager(results_dir=str(home.warehouse / "results")),
     }
 
 
