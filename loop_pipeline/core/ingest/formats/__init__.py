@@ -1,7 +1,7 @@
 """Trace formats other tools write, one adapter module each, behind one registry.
 
 ``read_format(name, data, context)`` turns a file into canonical trace candidates, feedback
-candidates and skip counts (see :class:`common.FormatOutput`); ``detect_format`` picks the name
+candidates and skip counts (see :class:`rows.FormatOutput`); ``detect_format`` picks the name
 for ``--format auto``.
 """
 
