@@ -87,8 +87,9 @@ def test_ingest_prints_summary_and_exits_zero_with_quarantine(tmp_path):
     assert summary["quarantined_by_reason"] == {"invalid_value": 1, "malformed_json": 1, "unparsable_timestamp": 1}
     assert summary["records_in"] == summary["valid"] + summary["duplicates"] + summary["quarantined"]
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert pl.read_parquet(out / "traces" / "date=2026-11-01" / "part-0.parquet")["trace_id"].sort().to_list() == ["t-1", "t-2"]
-    assert pl.read_parquet(out / "quarantine" / "part-0.parquet").height == 3
+    # The warehouse's own table layout: the Dagster assets and `--traces DIR` read it as it is.
+    assert pl.read_parquet(out / "raw_traces" / "2026-11-01.parquet")["trace_id"].sort().to_list() == ["t-1", "t-2"]
+    assert pl.read_parquet(out / "quarantined_records" / "2026-11-01.parquet").height == 3
     assert "error" not in result.stderr
 
 
