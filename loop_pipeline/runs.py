@@ -194,6 +194,12 @@ def materialize_datasets(
     in the same plan). A failing expectation does not raise: it blocks what would train on the
     version, and the result names it (``blocked_by``)."""
     defs = build_stage_defs(warehouse_dir=warehouse_dir, datasets_dir=datasets_dir)
+    storage = defs.resources["storage"]
+    if not with_scoring and not (storage.table_partitions("scored_traces") and storage.document_path("score_thresholds").is_file()):
+        raise FileNotFoundError(
+            f"no scored traces / thresholds under {storage.warehouse_dir}: run `loop demo` or `loop thresholds sweep` "
+            "(the scoring assets) first, or pass --traces DIR"
+        )
     days = ingested_days(defs) if with_scoring else []
     mlflow_off = {} if log_to_mlflow else {"log_to_mlflow": False}
     execution = execute(

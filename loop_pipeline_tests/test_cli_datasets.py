@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import polars as pl
 import pytest
 from typer.testing import CliRunner
@@ -58,8 +59,8 @@ def test_datasets_build_prints_version_paths_and_counts_and_a_rerun_reuses_it(in
         assert sum(summary["counts"][name].values()) == summary["rows"][name]
         assert dict(frame.group_by("task_type").len().iter_rows()) == summary["counts"][name]
     assert set(summary["counts"]["sft"]) == {"intent"}
-    assert (out / version / "README.md").is_file() and (out / "LATEST").read_text().strip() == version
-    ingested_ids = set(pl.read_parquet(sorted((ingested / "traces").rglob("*.parquet"))).get_column("trace_id"))
+    assert (out / version / "README.md").is_file() and not (out / "LATEST").exists()
+    ingested_ids = set(pl.read_parquet(sorted((ingested / "raw_traces").glob("*.parquet"))).get_column("trace_id"))
     assert set(pl.read_parquet(summary["paths"]["sft"]).get_column("trace_id")) <= ingested_ids
     assert f"dataset version {version} (new)" in result.stderr
 
@@ -67,7 +68,18 @@ def test_datasets_build_prints_version_paths_and_counts_and_a_rerun_reuses_it(in
     assert again["version"] == version and again["created"] is False
     assert again["rows"] == summary["rows"] and again["counts"] == summary["counts"]
     assert "unchanged, reused" in rerun.stderr
-    assert sorted(p.name for p in out.iterdir()) == sorted(["LATEST", "holdout_groups.parquet", version])
+    assert sorted(p.name for p in out.iterdir()) == sorted(["holdout_groups.parquet", version])
+    # The build went through the assets: the instance recorded the version and its expectations.
+    instance = dg.DagsterInstance.from_config(str(home / "dagster"))
+    try:
+        event = instance.get_latest_materialization_event(dg.AssetKey("training_datasets"))
+        assert event.asset_materialization.metadata["version"].value == version
+        checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey("training_datasets"), name) for name in summary["checks"]]
+        )
+        assert len(checks) == len(summary["checks"]) == 5
+    finally:
+        instance.dispose()
 
 
 def test_datasets_build_gives_the_same_version_in_another_process(ingested, home, tmp_path):

@@ -22,7 +22,7 @@ def ingested(tmp_path_factory) -> Path:
     simulate_landing(SimulationConfig.from_mapping(SIMULATION), root / "landing")
     result = runner.invoke(app, ["ingest", str(root / "landing"), "--out", str(root / "ingested")])
     assert result.exit_code == 0, result.output
-    assert (root / "ingested" / "traces").is_dir() and (root / "ingested" / "feedback").is_dir()
+    assert (root / "ingested" / "raw_traces").is_dir() and (root / "ingested" / "feedback_events").is_dir()
     return root / "ingested"
 
 
