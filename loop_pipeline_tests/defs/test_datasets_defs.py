@@ -13,11 +13,13 @@ import polars as pl
 import pytest
 
 from loop_pipeline.sim import SimulationConfig
+from loop_pipeline.core.contracts import DatasetVersion
+from loop_pipeline.core.storage import write_json_atomic
 from loop_pipeline.schemas.traces import MESSAGES_DTYPE
 from loop_pipeline.defs.datasets.assets import TRAINING_DATASETS
-from loop_pipeline.resources import LoopStorage
+from loop_pipeline.resources import LoopConfigs, StageResultIOManager
 from loop_pipeline.runs import materialize_datasets, materialize_ingest, materialize_scoring
-from loop_pipeline.settings import REPO_ROOT, paths
+from loop_pipeline.settings import REPO_ROOT, LoopSettings
 from loop_pipeline_tests.helpers import simulate_landing
 
 SIMULATION = {"days": 2, "traces_per_day": 600, "start_date": "2026-11-01", "human_review_rate": 0.3}
@@ -31,11 +33,11 @@ CHECKS = {
 DOWNSTREAM = "fine_tune_on_datasets"
 
 
-@dg.asset(name=DOWNSTREAM, deps=[TRAINING_DATASETS])
-def fine_tune_on_datasets(storage: LoopStorage) -> dg.MaterializeResult:
-    """Stands in for training: it reads the latest version."""
-    version = (storage.datasets_root / "LATEST").read_text(encoding="utf-8").strip()
-    return dg.MaterializeResult(metadata={"trained_on": version})
+@dg.asset(name=DOWNSTREAM, ins={"training_datasets": dg.AssetIn(TRAINING_DATASETS)})
+def fine_tune_on_datasets(training_datasets: DatasetVersion) -> dg.MaterializeResult:
+    """Stands in for training: it gets the version training_datasets built as its input."""
+    assert Path(training_datasets.path, "sft.parquet").is_file()
+    return dg.MaterializeResult(metadata={"trained_on": training_datasets.version})
 
 
 @dataclass
@@ -60,7 +62,7 @@ def pipeline(tmp_path_factory) -> Iterator[Pipeline]:
         ):
             patch.delenv(name, raising=False)
         patch.chdir(REPO_ROOT)
-        simulate_landing(SimulationConfig.from_mapping(SIMULATION), paths().landing)
+        simulate_landing(SimulationConfig.from_mapping(SIMULATION), LoopSettings().paths.landing)
         with dg.instance_for_test() as instance:
             materialize_ingest(instance=instance)
             document = materialize_scoring(instance=instance)
@@ -79,15 +81,20 @@ def config_copy(tmp_path: Path, monkeypatch, old: str, new: str) -> Path:
     return folder
 
 
-def run_with_downstream(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def run_with_downstream(instance: dg.DagsterInstance, datasets_overrides: dict | None = None) -> dg.ExecuteInProcessResult:
+    """training_datasets, its checks and the stand-in for training; ``datasets_overrides`` go over
+    configs/datasets.yaml for this run (the configs resource, as in the launchpad)."""
     from loop_pipeline.definitions import build_defs
 
     defs = build_defs()
+    configs = defs.resources["configs"]
+    if datasets_overrides:
+        configs = LoopConfigs(config_dir=configs.config_dir, overrides={"datasets": datasets_overrides})
     return dg.materialize(
         [*defs.assets, *defs.asset_checks, fine_tune_on_datasets],
         selection=dg.AssetSelection.assets(TRAINING_DATASETS, DOWNSTREAM),
         instance=instance,
-        resources=defs.resources,
+        resources={**defs.resources, "configs": configs},
         raise_on_error=False,
     )
 
@@ -100,9 +107,8 @@ def steps(result: dg.ExecuteInProcessResult, event_type: dg.DagsterEventType) ->
     return {e.step_key for e in result.all_events if e.event_type == event_type}
 
 
-def test_a_failing_expectation_blocks_the_downstream_asset(pipeline, tmp_path, monkeypatch):
-    config_copy(tmp_path, monkeypatch, "min_rows_per_task: 20 ", "min_rows_per_task: 100000 ")
-    result = run_with_downstream(pipeline.instance)
+def test_a_failing_expectation_blocks_the_downstream_asset(pipeline):
+    result = run_with_downstream(pipeline.instance, {"min_rows_per_task": 100000})
 
     # The version is still built; the expectation fails, and training does not run on it.
     (built,) = result.asset_materializations_for_node("training_datasets")
@@ -112,6 +118,7 @@ def test_a_failing_expectation_blocks_the_downstream_asset(pipeline, tmp_path, m
     assert failed.passed is False and failed.severity == dg.AssetCheckSeverity.ERROR
     assert "below 100000 sft rows" in failed.description and "intent" in failed.description
     assert failed.metadata["version"].value == built.metadata["version"].value
+    assert failed.metadata["config/datasets"].value["min_rows_per_task"] == 100000
     assert all(checks[name].passed for name in CHECKS - {failed.check_name})
     # The failed blocking check fails its step and the run; the downstream step never starts.
     assert result.success is False
@@ -124,8 +131,6 @@ def test_a_failing_expectation_blocks_the_downstream_asset(pipeline, tmp_path, m
 def test_passing_expectations_let_the_downstream_asset_run(pipeline):
     from mlflow.tracking import MlflowClient
 
-    from loop_pipeline.core.tracking import TrackingTarget
-
     result = run_with_downstream(pipeline.instance)
     assert result.success
     checks = checks_of(result)
@@ -135,9 +140,10 @@ def test_passing_expectations_let_the_downstream_asset_run(pipeline):
     (built,) = result.asset_materializations_for_node("training_datasets")
     metadata = {k: v.value for k, v in built.metadata.items()}
     version = metadata["version"]
-    datasets_root = paths().datasets
-    assert (datasets_root / "LATEST").read_text().strip() == version
+    datasets_root = LoopSettings().paths.datasets
+    assert not (datasets_root / "LATEST").exists()  # the version travels with the asset graph
     assert metadata["path"] == str(datasets_root / version)
+    assert metadata["config/datasets"]["group_by"] == "user_id" and "config/redaction" in metadata
     assert metadata["rows"]["sft"] >= 20 and metadata["rows"]["holdout"] > 0
     assert metadata["rows_by_task_type"]["sft"] == {"intent": metadata["rows"]["sft"]}
     (trained,) = result.asset_materializations_for_node(DOWNSTREAM)
@@ -145,7 +151,7 @@ def test_passing_expectations_let_the_downstream_asset_run(pipeline):
     assert DOWNSTREAM in steps(result, dg.DagsterEventType.STEP_SUCCESS)
 
     # The asset logged the version to MLflow (SQLite under LOOP_HOME), once.
-    client = MlflowClient(tracking_uri=TrackingTarget.default().tracking_uri)
+    client = MlflowClient(tracking_uri=LoopSettings().tracking().tracking_uri)
     run = client.get_run(metadata["mlflow_run_id"])
     assert run.data.tags["loop.dataset_version"] == version
     assert sorted(d.dataset.name for d in run.inputs.dataset_inputs) == sorted(
@@ -162,7 +168,7 @@ def test_materialize_datasets_names_what_blocks_a_version(pipeline, tmp_path, mo
     config_copy(tmp_path, monkeypatch, "max_label_share: 0.5 ", "max_label_share: 0.001 ")
     said: list[str] = []
     summary = materialize_datasets(progress=said.append, instance=pipeline.instance)
-    assert summary["version"] == (paths().datasets / "LATEST").read_text().strip()
+    assert (LoopSettings().paths.datasets / summary["version"] / "sft.parquet").is_file()
     assert set(summary["checks"]) == CHECKS
     assert list(summary["blocked_by"]) == ["training_datasets_label_shares_within_bounds"]
     assert "labels above 0%" in summary["blocked_by"]["training_datasets_label_shares_within_bounds"]
@@ -184,12 +190,10 @@ def test_datasets_definitions_snapshot(pipeline):
     assert {k.name for k in graph.asset_check_keys if k.asset_key == TRAINING_DATASETS} == CHECKS
 
 
-def test_checks_report_sensitive_text_and_empty_targets_in_the_latest_version(pipeline):
+def test_checks_report_sensitive_text_and_empty_targets_in_the_version_they_are_given(pipeline, tmp_path):
     """A version edited by hand (a leaked email, an empty target): the checks alone, on it."""
-    root = paths().datasets
+    root = LoopSettings().paths.datasets
     root.mkdir(parents=True, exist_ok=True)
-    latest = root / "LATEST"
-    previous = latest.read_text() if latest.is_file() else None
     prompt = [{"role": "system", "content": "Classify."}, {"role": "user", "content": "write to jane.doe@example.com"}]
     answer = [{"role": "assistant", "content": "contact"}]
     tampered = {
@@ -213,23 +217,20 @@ def test_checks_report_sensitive_text_and_empty_targets_in_the_latest_version(pi
     folder.mkdir(exist_ok=True)
     for name, frame in tampered.items():
         frame.write_parquet(folder / f"{name}.parquet")
-    latest.write_text("ds-tampered\n")
-    try:
-        from loop_pipeline.definitions import build_defs
+    # The checks read the version from the asset's value: store one naming the tampered folder.
+    results = StageResultIOManager(results_dir=str(tmp_path / "results"))
+    value = DatasetVersion(version="ds-tampered", path=str(folder), new_version=True, rows={n: f.height for n, f in tampered.items()})
+    write_json_atomic(tmp_path / "results" / "training_datasets.json", value.model_dump(mode="json"))
+    from loop_pipeline.definitions import build_defs
 
-        defs = build_defs()
-        result = dg.materialize(
-            [*defs.assets, *defs.asset_checks],
-            selection=dg.AssetSelection.checks_for_assets(TRAINING_DATASETS),
-            instance=pipeline.instance,
-            resources=defs.resources,
-            raise_on_error=False,
-        )
-    finally:
-        if previous is None:
-            latest.unlink()
-        else:
-            latest.write_text(previous)
+    defs = build_defs()
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=dg.AssetSelection.checks_for_assets(TRAINING_DATASETS),
+        instance=pipeline.instance,
+        resources={**defs.resources, "results_io": results},
+        raise_on_error=False,
+    )
     assert result.asset_materializations_for_node("training_datasets") == []
     checks = checks_of(result)
     assert set(checks) == CHECKS

@@ -2,10 +2,12 @@
 
 import dagster as dg
 
-from loop_pipeline.core.datasets import build_dataset_version
+from loop_pipeline.core import dedup, redaction
+from loop_pipeline.core.contracts import DatasetVersion
+from loop_pipeline.core.datasets import DatasetConfig, build_dataset_version
 from loop_pipeline.defs.ingest.assets import RAW_TRACES
-from loop_pipeline.defs.scoring.assets import SCORE_THRESHOLDS, SCORED_TRACES
-from loop_pipeline.resources import LoopStorage, MlflowTracking
+from loop_pipeline.defs.scoring.assets import SCORE_THRESHOLDS, SCORED_TRACES, MlflowLoggingConfig
+from loop_pipeline.resources import LoopConfigs, LoopStorage, MlflowTracking
 
 TRAINING_DATASETS = dg.AssetKey("training_datasets")
 
@@ -14,30 +16,57 @@ TRAINING_DATASETS = dg.AssetKey("training_datasets")
     key=TRAINING_DATASETS,
     group_name="datasets",
     deps=[SCORED_TRACES, SCORE_THRESHOLDS, RAW_TRACES],
+    io_manager_key="results_io",
     kinds={"huggingface", "parquet"},
     description="sft / kto / dpo / holdout as Parquet with a dataset card, redacted, deduplicated, "
     "split by group with a frozen holdout; version = content hash (reruns reuse it); each version "
     "is an MLflow run with the datasets as inputs. Blocking expectations guard what trains on it.",
 )
 def training_datasets(
-    context: dg.AssetExecutionContext, storage: LoopStorage, mlflow: MlflowTracking
-) -> dg.MaterializeResult:
+    context: dg.AssetExecutionContext,
+    config: MlflowLoggingConfig,
+    storage: LoopStorage,
+    mlflow: MlflowTracking,
+    configs: LoopConfigs,
+) -> dg.Output[DatasetVersion]:
+    dataset_config = configs.load(DatasetConfig)
+    redaction_config = configs.load(redaction.RedactionConfig)
+    dedup_config = configs.load(dedup.DedupConfig)
     days = storage.table_partitions(SCORED_TRACES.path[-1])
     scored = storage.read_partitions(SCORED_TRACES.path[-1])
     traces = storage.read_partitions(RAW_TRACES.path[-1]).unique("trace_id", keep="first", maintain_order=True)
     thresholds = {task: entry["threshold"] for task, entry in storage.read_document(SCORE_THRESHOLDS.path[-1])["thresholds"].items()}
     summary = build_dataset_version(
-        scored, traces, thresholds, storage.datasets_root, days, tracking=mlflow.target(), progress=context.log.info
+        scored,
+        traces,
+        thresholds,
+        storage.datasets_root,
+        config=dataset_config,
+        redaction_config=redaction_config,
+        dedup_config=dedup_config,
+        source_partitions=days,
+        tracking=mlflow.target() if config.log_to_mlflow else None,
+        progress=context.log.info,
     )
-    return dg.MaterializeResult(
+    folder = storage.datasets_root / summary["version"]
+    version = DatasetVersion(
+        version=summary["version"],
+        path=str(folder),
+        new_version=summary["created"],
+        rows=summary["rows"],
+        rows_by_task_type=summary["counts"],
+    )
+    return dg.Output(
+        version,
         metadata={
             "version": summary["version"],
             "new_version": summary["created"],
-            "path": dg.MetadataValue.path(str(storage.datasets_root / summary["version"])),
+            "path": dg.MetadataValue.path(str(folder)),
             "rows": dg.MetadataValue.json(summary["rows"]),
             "rows_by_task_type": dg.MetadataValue.json(summary["counts"]),
             "redacted": dg.MetadataValue.json(summary["redacted"]),
             "dedup": dg.MetadataValue.json(summary["dedup"]),
             "mlflow_run_id": summary["mlflow_run_id"] or "",
-        }
+            **configs.metadata(dataset_config, redaction_config, dedup_config),
+        },
     )
