@@ -1,7 +1,13 @@
 """The promotion gate through real Dagster runs with tiny models on simulated traffic of a toy
 3-intent task: a good candidate is promoted, a bad one is refused with the reason in the check
-result, a second good one moves `champion` and leaves `previous`, rollback restores it, and the
-champion's threshold keeps its agreement on a fresh simulated sample."""
+result, a second good one moves `champion` and leaves `previous`, rollback restores it, the
+champion's threshold keeps its agreement on a fresh simulated sample, and an explicit model folder
+is evaluated but never registered.
+
+Each test has its own LOOP_HOME (a copy of one prepared home: landing, warehouse, dataset version,
+Dagster instance with the dataset checks' results; no MLflow store, so no registry), and trains
+its own candidates. ``holdout_eval`` gets the adapter it evaluates from the ``lora_adapter``
+result, written here where the asset would leave it."""
 
 from __future__ import annotations
 
@@ -17,24 +23,35 @@ import pytest
 import torch
 import yaml
 
-from loop_pipeline.core.evaluation import agrees, generate_with_confidence, load_for_inference
-from loop_pipeline.core.registry import CHAMPION, PREVIOUS, rollback
+from loop_pipeline.core.contracts import TrainedAdapter
+from loop_pipeline.core.evaluation import RegisteredModel, agrees
+from loop_pipeline.core.models import generate_with_confidence, load_for_inference, prepare_prompt
+from loop_pipeline.core.registry import CHAMPION, PREVIOUS, register_version, rollback
+from loop_pipeline.core.training import TrainConfig, main
+from loop_pipeline.runs import (
+    build_stage_defs,
+    materialize_datasets,
+    materialize_evaluation,
+    materialize_ingest,
+    materialize_scoring,
+    open_instance,
+)
+from loop_pipeline.settings import REPO_ROOT, LoopSettings
 from loop_pipeline.sim import SimulationConfig
-from loop_pipeline.settings import LoopSettings
-from loop_pipeline.core.models import prepare_prompt
-from loop_pipeline.core.training import TrainConfig, main, materialization_metadata
-from loop_pipeline.definitions import build_defs
-from loop_pipeline.defs.evaluation.assets import HOLDOUT_EVAL, REGISTERED_MODEL
-from loop_pipeline.runs import materialize_datasets, materialize_ingest, materialize_scoring
-from loop_pipeline.settings import REPO_ROOT, paths
-from loop_pipeline_tests.tiny_models import build_tiny_model
 from loop_pipeline_tests.helpers import simulate_landing
+from loop_pipeline_tests.tiny_models import build_tiny_model
 
 torch.set_num_threads(1)
 
 KEYWORDS = {"billing": ["invoice", "refund", "charge"], "travel": ["flight", "hotel", "luggage"], "tech": ["login", "crash", "password"]}
 FILLER = [f"w{i}" for i in range(30)]
 MODEL_NAME = "loop-candidate"
+GATE_CHECKS = {
+    "holdout_eval_reaches_target_at_min_coverage",
+    "holdout_eval_no_regression_vs_champion",
+    "holdout_eval_dataset_checks_passed",
+}
+GATE_PARTS = {"target_at_min_coverage", "no_regression", "dataset_checks"}
 
 
 def _toy_rows(seed: int, n: int) -> list[dict[str, str]]:
@@ -48,136 +65,151 @@ def _toy_rows(seed: int, n: int) -> list[dict[str, str]]:
     return rows
 
 
-@dataclass
+@dataclass(frozen=True)
+class Prepared:
+    home: Path  # a LOOP_HOME after ingest, scoring and datasets
+    configs: Path
+    model: Path  # an untrained tiny model whose tokenizer knows the toy vocabulary
+    version: str
+
+
+@dataclass(frozen=True)
 class Loop:
     root: Path
+    home: Path
     model: Path
     version: str
-    tracking_uri: str
+
+
+def _write_configs(folder: Path) -> Path:
+    shutil.copytree(REPO_ROOT / "configs", folder)
+    for name, changes in {
+        "datasets": {"holdout_fraction": 0.4, "min_rows_per_task": 20},
+        "evaluation": {"batch_size": 16, "max_new_tokens": 6, "min_coverage": 0.5},
+    }.items():
+        raw = yaml.safe_load((folder / f"{name}.yaml").read_text())
+        raw.update(changes)
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+    return folder
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory) -> Iterator[Loop]:
+def prepared(tmp_path_factory) -> Iterator[Prepared]:
+    """Simulated toy traffic through ingest, scoring and datasets, once for the module."""
+    root = tmp_path_factory.mktemp("evaluation_defs")
     with pytest.MonkeyPatch.context() as patch:
-        root = tmp_path_factory.mktemp("evaluation_defs")
-        patch.setenv("LOOP_HOME", str(root / "loop_home"))
-        for name in ("LOOP_LANDING_URL", "LOOP_PG_URL", "DAGSTER_HOME", "LOOP_MLFLOW_TRACKING_URI", "LOOP_MLFLOW_ARTIFACT_ROOT", "LOOP_TRAINER_DEPLOY"):
+        for name in ("LOOP_LANDING_URL", "LOOP_PG_URL", "DAGSTER_HOME", "LOOP_MLFLOW_TRACKING_URI", "LOOP_MLFLOW_ARTIFACT_ROOT",
+                     "LOOP_TRAINER_DEPLOY", "LOOP_TRAIN_CONFIG"):
             patch.delenv(name, raising=False)
-        configs = root / "configs"
-        shutil.copytree(REPO_ROOT / "configs", configs)
-        for name, changes in {
-            "datasets": {"holdout_fraction": 0.4, "min_rows_per_task": 20},
-            "evaluation": {"batch_size": 16, "max_new_tokens": 6, "min_coverage": 0.5},
-        }.items():
-            raw = yaml.safe_load((configs / f"{name}.yaml").read_text())
-            raw.update(changes)
-            (configs / f"{name}.yaml").write_text(yaml.safe_dump(raw))
+        patch.setenv("LOOP_HOME", str(root / "loop_home"))
+        configs = _write_configs(root / "configs")
         patch.setenv("LOOP_CONFIG_DIR", str(configs))
         data = root / "toy.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in _toy_rows(0, 3000)))
-        simulate_landing(
-            LoopSettings().load(
-                SimulationConfig,
-                {"dataset": "labeled", "input_path": str(data), "days": 1, "traces_per_day": 700, "start_date": "2026-11-01",
-                 "frontier_error_rate": 0.0, "human_review_rate": 0.3, "seed": 0},
-            ),
-            paths().landing,
+        simulation = SimulationConfig.from_mapping(
+            {"dataset": "labeled", "input_path": str(data), "days": 1, "traces_per_day": 700, "start_date": "2026-11-01",
+             "frontier_error_rate": 0.0, "human_review_rate": 0.3, "seed": 0}
         )
+        simulate_landing(simulation, LoopSettings().landing)
         materialize_ingest()
         materialize_scoring()
         built = materialize_datasets()
         assert not built["blocked_by"], built["blocked_by"]
-        corpus = [r["text"] for r in _toy_rows(1, 300)] + list(KEYWORDS) + ["system user assistant"] + FILLER
-        model = build_tiny_model(root / "tiny-llama", corpus * 2, vocab_size=300)
-        yield Loop(root, model, built["version"], build_defs().resources["mlflow"].tracking_uri)
+    corpus = [r["text"] for r in _toy_rows(1, 300)] + list(KEYWORDS) + ["system user assistant"] + FILLER
+    model = build_tiny_model(root / "tiny-llama", corpus * 2, vocab_size=300)
+    yield Prepared(root / "loop_home", configs, model, built["version"])
 
 
-def _train(loop: Loop, name: str, steps: int, lr: float, seed: int) -> dict:
+@pytest.fixture
+def loop(prepared: Prepared, loop_home: Path, monkeypatch) -> Loop:
+    """This test's own LOOP_HOME: a copy of the prepared one, with an empty MLflow store."""
+    shutil.copytree(prepared.home, loop_home, ignore=shutil.ignore_patterns("mlflow"))
+    monkeypatch.setenv("LOOP_CONFIG_DIR", str(prepared.configs))
+    return Loop(loop_home.parent, loop_home, prepared.model, prepared.version)
+
+
+def _train(loop: Loop, name: str, steps: int, lr: float, seed: int) -> TrainedAdapter:
+    """A training run on the dataset version, left as the lora_adapter asset leaves its result."""
+    settings = LoopSettings()
+    tracking = settings.tracking()
+    version_dir = settings.paths.datasets / loop.version
     raw = {
         "model": {"base": str(loop.model), "dtype": "float32"},
         "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
         "sft": {"max_steps": steps, "per_device_train_batch_size": 16, "learning_rate": lr, "max_length": 64, "seed": seed, "logging_steps": 10},
-        "data": {"version_dir": str(paths().datasets / loop.version), "system_prompt": "drop"},
+        "data": {"version_dir": str(version_dir), "system_prompt": "drop"},
         "export": {"merged": True, "merged_dtype": "float32"},
+        "tracking": {"tracking_uri": tracking.tracking_uri, "artifact_root": tracking.artifact_root},
         "output_dir": str(loop.root / "runs" / name),
     }
     result = main(TrainConfig.from_mapping(raw))
-    document = materialization_metadata(result)
-    storage = build_defs().resources["storage"]
-    storage.write_document("lora_adapter", document)  # what the lora_adapter asset leaves behind
-    return document
+    trained = TrainedAdapter(**result.to_dict(), dataset_path=str(version_dir), train_config=f"test:{name}")
+    results = Path(build_stage_defs().resources["results_io"].results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "lora_adapter.json").write_text(trained.model_dump_json(), encoding="utf-8")
+    return trained
 
 
-def _gate(loop: Loop) -> dg.ExecuteInProcessResult:
-    """holdout_eval, its blocking checks and registered_model, on the LOOP_HOME instance (which
-    holds the dataset checks' results that the gate reads)."""
-    from loop_pipeline.runs import _instance
-
-    defs = build_defs()
-    return dg.materialize(
-        [*defs.assets, *defs.asset_checks],
-        selection=dg.AssetSelection.assets(HOLDOUT_EVAL, REGISTERED_MODEL),
-        resources=defs.resources,
-        instance=_instance(),
-        raise_on_error=False,
-    )
+def _passed(done: dict) -> dict[str, bool]:
+    return {name: check["passed"] for name, check in done["checks"].items()}
 
 
-def _checks(run: dg.ExecuteInProcessResult) -> dict[str, tuple[bool, str]]:
-    return {e.check_name: (e.passed, e.description or "") for e in run.get_asset_check_evaluations()}
-
-
-def _client(loop: Loop):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=loop.tracking_uri)
+def _client():
+    return LoopSettings().tracking().client()
 
 
 def test_good_candidate_is_promoted_bad_refused_then_second_good_and_rollback(loop):
-    client = _client(loop)
+    client = _client()
 
     # 1. A trained candidate: passes every part of the gate, becomes the champion.
-    _train(loop, "good-1", steps=300, lr=5e-3, seed=0)
-    first = _gate(loop)
-    checks = _checks(first)
-    assert all(passed for passed, _ in checks.values()), checks
-    assert first.asset_materializations_for_node("registered_model")
+    good = _train(loop, "good-1", steps=300, lr=5e-3, seed=0)
+    first = materialize_evaluation()
+    assert _passed(first) == dict.fromkeys(GATE_CHECKS, True), first["checks"]
+    outcome = first["outcome"]
+    assert outcome.from_lineage and outcome.trained == good  # it evaluated the adapter lora_adapter handed over
+    assert outcome.report.dataset_version == loop.version and outcome.regression is None
+    registered: RegisteredModel = first["registered"]
+    assert (registered.champion, registered.previous, registered.unchanged) == ("1", None, False)
     champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
-    assert str(champion.version) == "1"
+    assert str(champion.version) == "1" and champion.run_id == good.mlflow_run_id
     tags = champion.tags
     assert tags["dataset_version"] == loop.version and tags["system_prompt"] == "drop"
     assert float(tags["coverage"]) >= 0.5 and json.loads(tags["thresholds"])["classification"] is not None
     assert float(tags["cost_ratio"]) < 1.0
     assert "gate passed" in tags["promotion_reason"]
-    evaluation = build_defs().resources["storage"].read_document("holdout_eval")
-    eval_run = client.get_run(evaluation["mlflow_run_id"])
+    eval_run = client.get_run(outcome.mlflow_run_id)
     assert eval_run.data.metrics["classification/agreement"] > 0.9
-    artifacts = {a.path for a in client.list_artifacts(evaluation["mlflow_run_id"])}
+    artifacts = {a.path for a in client.list_artifacts(outcome.mlflow_run_id)}
     assert {"coverage_agreement.png", "worst_confusions.png", "per_example.parquet", "report.json"} <= artifacts
+    # The run records the configuration it used: the effective evaluation.yaml (with this test's values).
+    metadata = open_instance().get_latest_materialization_event(dg.AssetKey("holdout_eval")).asset_materialization.metadata
+    assert metadata["config/evaluation"].value["max_new_tokens"] == 6 and "config/tasks" in metadata
+    assert metadata["training_run_id"].value == good.mlflow_run_id and metadata["promote"].value is True
 
     # Evaluating the same training run again registers nothing new.
-    again = _gate(loop)
-    assert all(passed for passed, _ in _checks(again).values())
-    assert build_defs().resources["storage"].read_document("registered_model")["unchanged"] is True
+    again = materialize_evaluation()
+    assert all(_passed(again).values()), again["checks"]
+    assert again["registered"].unchanged is True
     assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == 1
 
     # 2. A barely trained candidate: refused, with the reasons in the check results; no new version.
     _train(loop, "bad", steps=2, lr=1e-4, seed=0)
-    second = _gate(loop)
-    checks = _checks(second)
-    passed, why = checks["holdout_eval_reaches_target_at_min_coverage"]
-    assert not passed and "no confidence threshold reaches 95% agreement" in why
-    passed, why = checks["holdout_eval_no_regression_vs_champion"]
-    assert not passed and "paired on" in why and "sign test p=" in why
-    assert checks["holdout_eval_dataset_checks_passed"][0]
-    assert not second.asset_materializations_for_node("registered_model")
+    second = materialize_evaluation()
+    checks = second["checks"]
+    target = checks["holdout_eval_reaches_target_at_min_coverage"]
+    assert not target["passed"] and "no confidence threshold reaches 95% agreement" in target["why"]
+    regression = checks["holdout_eval_no_regression_vs_champion"]
+    assert not regression["passed"] and "paired on" in regression["why"] and "sign test p=" in regression["why"]
+    assert checks["holdout_eval_dataset_checks_passed"]["passed"]
+    assert second["registered"] is None
+    assert second["outcome"].regression.champion_version == "1"
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == "1"
     assert len(client.search_model_versions(f"name='{MODEL_NAME}'")) == 1
 
     # 3. Another good candidate: champion moves to it, the old one becomes `previous`.
     _train(loop, "good-2", steps=300, lr=5e-3, seed=1)
-    third = _gate(loop)
-    assert all(passed for passed, _ in _checks(third).values()), _checks(third)
+    third = materialize_evaluation()
+    assert all(_passed(third).values()), third["checks"]
     assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version) == "2"
     assert str(client.get_model_version_by_alias(MODEL_NAME, PREVIOUS).version) == "1"
 
@@ -189,8 +221,9 @@ def test_good_candidate_is_promoted_bad_refused_then_second_good_and_rollback(lo
 
 
 def test_champion_threshold_keeps_agreement_on_a_fresh_sample(loop):
-    client = _client(loop)
-    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    _train(loop, "good", steps=300, lr=5e-3, seed=0)
+    assert materialize_evaluation()["registered"] is not None
+    champion = _client().get_model_version_by_alias(MODEL_NAME, CHAMPION)
     threshold = json.loads(champion.tags["thresholds"])["classification"]
     fresh = _toy_rows(seed=99, n=300)  # traffic the candidate never saw
     prompts = [prepare_prompt([{"role": "user", "content": r["text"]}], champion.tags["system_prompt"]) for r in fresh]
@@ -202,29 +235,47 @@ def test_champion_threshold_keeps_agreement_on_a_fresh_sample(loop):
     assert agreement >= 0.95, agreement
 
 
+def test_an_explicit_model_is_evaluated_on_the_lineage_dataset_but_never_registered(loop):
+    trained = _train(loop, "good", steps=300, lr=5e-3, seed=0)
+    explicit = materialize_evaluation(register=False, candidate={"model": trained.merged_path, "system_prompt": "drop"})
+    outcome = explicit["outcome"]
+    assert not outcome.from_lineage and outcome.candidate.model_path == trained.merged_path
+    assert outcome.report.model == trained.merged_path and outcome.report.dataset_version == loop.version
+    assert outcome.decision.promote, outcome.decision  # a good model: only its provenance stops it
+    with pytest.raises(RuntimeError, match="only the lineage's candidate can be registered"):
+        materialize_evaluation(register=True, evaluate=False)
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):
+        _client().get_registered_model(MODEL_NAME)
+
+
 def test_loop_eval_reports_the_gate_and_cli_moves_the_champion(loop):
     from typer.testing import CliRunner
 
     from loop_pipeline.cli import app
     from loop_pipeline_tests.helpers import last_json_line
 
+    trained = _train(loop, "good", steps=300, lr=5e-3, seed=0)
+    assert materialize_evaluation()["registered"].champion == "1"
+    client = _client()
+    # A second version of the same run, so that there is something to move between.
+    register_version(client, MODEL_NAME, f"runs:/{trained.mlflow_run_id}/merged_model", trained.mlflow_run_id, {"note": "copy"})
+
     runner = CliRunner()
-    result = runner.invoke(app, ["eval"])
+    result = runner.invoke(app, ["eval", "--max-examples", "200"])
     assert result.exit_code == 0, result.output
     summary = last_json_line(result.stdout)
     task = summary["tasks"]["classification"]
     assert summary["dataset_version"] == loop.version and summary["target_agreement"] == 0.95
     assert task["agreement"] > 0.9 and 0 < summary["blended_cost_ratio"] < 1
-    assert set(summary["decision"]["reasons"]) == {"target_at_min_coverage", "no_regression", "dataset_checks"}
+    assert set(summary["decision"]["reasons"]) == GATE_PARTS
     assert "paired on" in summary["decision"]["reasons"]["no_regression"][0]  # the champion was evaluated too
 
-    client = _client(loop)
-    before = str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION).version)
-    other = "2" if before == "1" else "1"
-    moved = runner.invoke(app, ["promote", "--version", other, "--reason", "manual check"])
+    moved = runner.invoke(app, ["promote", "--version", "2", "--reason", "manual check"])
     assert moved.exit_code == 0, moved.output
-    assert last_json_line(moved.stdout) == {"action": "promote", "model_name": MODEL_NAME, "champion": other, "previous": before, "reason": "manual check"}
+    assert last_json_line(moved.stdout) == {"action": "promote", "model_name": MODEL_NAME, "champion": "2", "previous": "1", "reason": "manual check"}
     back = runner.invoke(app, ["rollback", "--reason", "undo manual check"])
-    assert back.exit_code == 0 and last_json_line(back.stdout)["champion"] == before
+    assert back.exit_code == 0 and last_json_line(back.stdout)["champion"] == "1"
     missing = runner.invoke(app, ["promote", "--version", "99", "--reason", "no such"])
     assert missing.exit_code == 2 and "error:" in missing.output
