@@ -279,3 +279,24 @@ def test_loop_eval_reports_the_gate_and_cli_moves_the_champion(loop):
     assert back.exit_code == 0 and last_json_line(back.stdout)["champion"] == "1"
     missing = runner.invoke(app, ["promote", "--version", "99", "--reason", "no such"])
     assert missing.exit_code == 2 and "error:" in missing.output
+
+
+def test_run_config_chooses_the_candidate(tmp_path):
+    from pydantic import ValidationError
+
+    from loop_pipeline.defs.evaluation.assets import HoldoutEvalConfig, chosen_candidate
+
+    trained = TrainedAdapter(
+        adapter_path=str(tmp_path / "adapter"), base_model="tiny", base_model_path=str(tmp_path / "base"), dataset_version="ds-1",
+        dataset_path=str(tmp_path / "ds-1"), train_config="tiny.yaml", steps=1, sft_steps=1, negative_stage="none", negative_steps=0,
+        tokens=1, tokens_per_s=1.0, seconds_per_step=1.0, train_seconds=1.0, peak_rss_mb=1.0, dtype="float32", device="cpu",
+        system_prompt="drop", mlflow_run_id="abc",
+    )
+    assert chosen_candidate(HoldoutEvalConfig(), trained) is None  # the lineage's adapter, as trained
+    assert chosen_candidate(HoldoutEvalConfig(system_prompt="drop"), trained) is None
+    other_prompt = chosen_candidate(HoldoutEvalConfig(system_prompt="keep"), trained)
+    assert (other_prompt.adapter_path, other_prompt.system_prompt) == (trained.adapter_path, "keep")
+    explicit = chosen_candidate(HoldoutEvalConfig(model="/m", adapter="/a"), trained)
+    assert (explicit.model_path, explicit.adapter_path, explicit.system_prompt, explicit.label) == ("/m", "/a", "keep", "/m")
+    with pytest.raises(ValidationError, match="adapter needs model"):
+        HoldoutEvalConfig(adapter="/a")
