@@ -142,7 +142,8 @@ def datasets_summary(execution: Execution) -> dict[str, Any]:
     prefix = "training_datasets"
     folder = Path(metadata["path"])
     return {
-        **metadata,
+        # config/<file> entries stay in the event log; the summary keeps the figures.
+        **{key: value for key, value in metadata.items() if not key.startswith("config/")},
         # The keys `loop datasets build` has always printed.
         "created": metadata["new_version"],
         "counts": metadata["rows_by_task_type"],

@@ -56,12 +56,6 @@ class LoopStorage(dg.ConfigurableResource):
     def models_root(self) -> Path:
         return Path(self.models_dir) if self.models_dir else Path(self.warehouse_dir).parent / "models"
 
-    def latest_dataset_version(self) -> str:
-        latest = self.datasets_root / "LATEST"
-        if not latest.is_file():
-            raise FileNotFoundError(f"no dataset version under {self.datasets_root}: materialize training_datasets first")
-        return latest.read_text(encoding="utf-8").strip()
-
     def _landing_files(self, day: str | None = None) -> list[tuple[str, str, str, dict]]:
         """(day, record kind, path relative to the landing root, fsspec info) of each landing file."""
         fs, root = fsspec.core.url_to_fs(self.landing_url)

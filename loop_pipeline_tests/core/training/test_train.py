@@ -18,6 +18,8 @@ import pytest
 import torch
 import yaml
 
+from loop_pipeline.core.contracts import DatasetVersion
+
 from loop_pipeline.config import ConfigError
 from loop_pipeline.core.datasets import build_datasets
 from loop_pipeline.core.models import load_adapter_and_generate, prepare_prompt
@@ -130,8 +132,12 @@ def test_module_entry_prints_one_json_line(workspace, tmp_path, loop_home):
     raw = _config(workspace, out, sft={"logging_steps": 1}, data={"version_dir": "latest"}, tracking={"tracking_uri": None, "artifact_root": None})
     path.write_text(yaml.safe_dump(raw))
     (loop_home / "datasets").mkdir(parents=True)
-    (loop_home / "datasets" / "LATEST").write_text("v-toy\n")
     (loop_home / "datasets" / "v-toy").symlink_to(workspace["version"])
+    # `latest` is the version training_datasets materialized last: its typed value.
+    results = loop_home / "warehouse" / "results"
+    results.mkdir(parents=True)
+    version = DatasetVersion(version="v-toy", path=str(loop_home / "datasets" / "v-toy"), new_version=True, rows={"sft": 1})
+    (results / "training_datasets.json").write_text(version.model_dump_json())
     done = _module(["--config", str(path), "--max-steps", "4"], timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [line for line in done.stdout.splitlines() if line.strip()]
