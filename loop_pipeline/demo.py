@@ -60,6 +60,7 @@ class DemoReporter(StageReporter):
     def _score_thresholds(self, step: StepRun) -> None:
         from loop_pipeline.core.scoring import describe_threshold
 
+        super()._score_thresholds(step)
         scored = self.defs.resources["storage"].read_document("score_thresholds")
         for task_type, entry in scored["thresholds"].items():
             self.say("  " + describe_threshold(task_type, entry))

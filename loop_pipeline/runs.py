@@ -95,6 +95,14 @@ class StageReporter:
         if self.seen["scored_traces"] == self.days:
             self.say(f"scored_traces: {self.days} day(s)")
 
+    def _score_thresholds(self, step: StepRun) -> None:
+        logged = self.defs.resources["storage"].read_document("score_thresholds").get("mlflow")
+        if logged:
+            self.say(
+                f"score_thresholds: logged {logged['candidate_runs']} candidate runs under parent run "
+                f"{logged['parent_run_id']} (MLflow experiment {logged['experiment_id']}, {logged['tracking_uri']})"
+            )
+
     def _training_datasets(self, step: StepRun) -> None:
         metadata = step.metadata("training_datasets")
         blocked = {e.check_name: e.description for e in step.result.get_asset_check_evaluations() if not e.passed}
