@@ -2,14 +2,13 @@
 
 Small hand-written frames check the semantics (normalization, clusters, which row is kept, stats,
 train/holdout leaks, short texts, configuration); a seeded synthetic corpus of 200,000 texts with
-planted near-duplicates checks recall, false merges and that the whole path is vectorized (time).
+planted near-duplicates checks recall, false merges and that the whole path is vectorized (its speed: `loop bench datasets`).
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import polars as pl
@@ -461,13 +460,10 @@ def _synthetic_corpus(n: int, seed: int) -> pl.DataFrame:
 
 
 @pytest.mark.slow
-def test_200k_texts_planted_near_duplicates_recovered_quickly():
+def test_200k_texts_planted_near_duplicates_recovered():
+    # Speed is measured by `loop bench datasets` (dedup on 1M rows against a bare read), not here.
     corpus = _synthetic_corpus(200_000, seed=2024)
-    started = time.perf_counter()
     clusters = near_duplicate_clusters(corpus, "id", "text", DEFAULT)
-    elapsed = time.perf_counter() - started
-    print(f"near_duplicate_clusters: 200,000 rows in {elapsed:.2f} s ({200_000 / elapsed:,.0f} rows/s)")
-    assert elapsed < 90
     joined = corpus.with_columns(clusters.get_column("cluster_id"))
     families = joined.group_by("family").agg(pl.len().alias("rows"), pl.col("cluster_id").n_unique().alias("clusters"))
     planted = families.filter(pl.col("rows") == 2)

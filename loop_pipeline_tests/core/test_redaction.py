@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import string
-import time
 from pathlib import Path
 
 import polars as pl
@@ -540,14 +539,12 @@ def _traffic(rows: int, seed: int) -> list[str]:
     return texts
 
 
-def test_redacts_200k_rows_quickly() -> None:
-    rows = 200_000
+def test_redacting_a_large_frame_matches_the_row_by_row_result() -> None:
+    # Speed is measured by `loop bench datasets` (redaction on 1M rows against a bare read), not here.
+    rows = 50_000
     frame = pl.DataFrame({"id": range(rows), "text": _traffic(rows, seed=11)})
-    start = time.perf_counter()
     redacted, counts = redact_frame(frame, ["text"], config=CONFIG)
-    elapsed = time.perf_counter() - start
-    print(f"\nredaction: {rows} rows in {elapsed:.2f} s = {rows / elapsed:,.0f} rows/s; counts {counts}")
-    assert elapsed < 30, f"{rows} rows took {elapsed:.1f} s"
+    assert sum(counts.values()) > 0
     assert redacted["id"].to_list() == list(range(rows))  # order kept on the streaming engine
     sample = random.Random(5).sample(range(rows), 300)
     assert redact([frame["text"][i] for i in sample]) == [redacted["text"][i] for i in sample]
