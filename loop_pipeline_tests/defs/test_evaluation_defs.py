@@ -21,7 +21,6 @@ import dagster as dg
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from loop_pipeline.core.contracts import TrainedAdapter
 from loop_pipeline.core.evaluation import RegisteredModel, agrees
@@ -36,15 +35,14 @@ from loop_pipeline.runs import (
     materialize_scoring,
     open_instance,
 )
-from loop_pipeline.settings import REPO_ROOT, LoopSettings
+from loop_pipeline.settings import LoopSettings
 from loop_pipeline.sim import SimulationConfig
 from loop_pipeline_tests.helpers import simulate_landing
 from loop_pipeline_tests.tiny_models import build_tiny_model
+from loop_pipeline_tests.toy_intents import toy_corpus, toy_rows, write_toy_configs
 
 torch.set_num_threads(1)
 
-KEYWORDS = {"billing": ["invoice", "refund", "charge"], "travel": ["flight", "hotel", "luggage"], "tech": ["login", "crash", "password"]}
-FILLER = [f"w{i}" for i in range(30)]
 MODEL_NAME = "loop-candidate"
 GATE_CHECKS = {
     "holdout_eval_reaches_target_at_min_coverage",
@@ -52,17 +50,6 @@ GATE_CHECKS = {
     "holdout_eval_dataset_checks_passed",
 }
 GATE_PARTS = {"target_at_min_coverage", "no_regression", "dataset_checks"}
-
-
-def _toy_rows(seed: int, n: int) -> list[dict[str, str]]:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for _ in range(n):
-        label = str(rng.choice(list(KEYWORDS)))
-        words = list(rng.choice(FILLER, size=2)) + [str(rng.choice(KEYWORDS[label]))]
-        rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": label})
-    return rows
 
 
 @dataclass(frozen=True)
@@ -81,18 +68,6 @@ class Loop:
     version: str
 
 
-def _write_configs(folder: Path) -> Path:
-    shutil.copytree(REPO_ROOT / "configs", folder)
-    for name, changes in {
-        "datasets": {"holdout_fraction": 0.4, "min_rows_per_task": 20},
-        "evaluation": {"batch_size": 16, "max_new_tokens": 6, "min_coverage": 0.5},
-    }.items():
-        raw = yaml.safe_load((folder / f"{name}.yaml").read_text())
-        raw.update(changes)
-        (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Iterator[Prepared]:
     """Simulated toy traffic through ingest, scoring and datasets, once for the module."""
@@ -102,10 +77,10 @@ def prepared(tmp_path_factory) -> Iterator[Prepared]:
                      "LOOP_TRAINER_DEPLOY", "LOOP_TRAIN_CONFIG"):
             patch.delenv(name, raising=False)
         patch.setenv("LOOP_HOME", str(root / "loop_home"))
-        configs = _write_configs(root / "configs")
+        configs = write_toy_configs(root / "configs")
         patch.setenv("LOOP_CONFIG_DIR", str(configs))
         data = root / "toy.jsonl"
-        data.write_text("".join(json.dumps(r) + "\n" for r in _toy_rows(0, 3000)))
+        data.write_text("".join(json.dumps(r) + "\n" for r in toy_rows(0, 3000)))
         simulation = SimulationConfig.from_mapping(
             {"dataset": "labeled", "input_path": str(data), "days": 1, "traces_per_day": 700, "start_date": "2026-11-01",
              "frontier_error_rate": 0.0, "human_review_rate": 0.3, "seed": 0}
@@ -115,8 +90,7 @@ def prepared(tmp_path_factory) -> Iterator[Prepared]:
         materialize_scoring()
         built = materialize_datasets()
         assert not built["blocked_by"], built["blocked_by"]
-    corpus = [r["text"] for r in _toy_rows(1, 300)] + list(KEYWORDS) + ["system user assistant"] + FILLER
-    model = build_tiny_model(root / "tiny-llama", corpus * 2, vocab_size=300)
+    model = build_tiny_model(root / "tiny-llama", toy_corpus(), vocab_size=300)
     yield Prepared(root / "loop_home", configs, model, built["version"])
 
 
@@ -225,7 +199,7 @@ def test_champion_threshold_keeps_agreement_on_a_fresh_sample(loop):
     assert materialize_evaluation()["registered"] is not None
     champion = _client().get_model_version_by_alias(MODEL_NAME, CHAMPION)
     threshold = json.loads(champion.tags["thresholds"])["classification"]
-    fresh = _toy_rows(seed=99, n=300)  # traffic the candidate never saw
+    fresh = toy_rows(seed=99, n=300)  # traffic the candidate never saw
     prompts = [prepare_prompt([{"role": "user", "content": r["text"]}], champion.tags["system_prompt"]) for r in fresh]
     model, tokenizer = load_for_inference(champion.tags["merged_path"])
     generations = generate_with_confidence(model, tokenizer, prompts, batch_size=32, max_new_tokens=6)
