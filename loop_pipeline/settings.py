@@ -113,35 +113,3 @@ class LoopSettings(BaseSettings):
             self.mlflow_artifact_root or (folder / "artifacts").as_uri(),
         )
 
-
-# --- Legacy helpers: REMOVED once every caller takes its config and paths as arguments. ---------
-# (Kept during the migration so the tree stays importable; a test asserts nothing under core/ uses them.)
-import os as _os  # noqa: E402
-
-from loop_pipeline.config import read_yaml_mapping  # noqa: E402
-
-
-def loop_home() -> Path:
-    return LoopSettings().paths.home
-
-
-def paths() -> LoopPaths:
-    return LoopSettings().paths
-
-
-def landing_url() -> str:
-    return LoopSettings().landing
-
-
-def config_dir() -> Path:
-    return LoopSettings().configs
-
-
-def reject_unknown_keys(section: str, raw: Mapping[str, Any], known) -> None:
-    unknown = set(raw) - set(known)
-    if unknown:
-        raise ConfigError(f"{section}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-
-
-def load_config(name: str) -> dict[str, Any]:
-    return read_yaml_mapping(config_dir() / f"{name}.yaml")
