@@ -1,0 +1,32 @@
+"""``POST /v1/chat/completions``: OpenAI-compatible, ``stream`` true or false.
+
+Every response (errors past validation included) carries ``x-loop-trace-id`` and ``x-loop-route``;
+a local answer also ``x-loop-confidence``. Requests are refused with 503 (and no work done) while
+the trace queue is full, so that no trace is ever dropped.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from loop_pipeline.router.chat_request import parse_chat_call, read_json_body
+from loop_pipeline.router.errors import overloaded
+from loop_pipeline.router.service import route_headers
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    state = request.app.state.router
+    state.keys.check(request.headers.get("authorization"))
+    if not state.traces.has_room():
+        raise overloaded("The router's trace queue is full; retry shortly.")
+    body = await read_json_body(request, state.settings.max_body_bytes)
+    call = parse_chat_call(body, request.headers)
+    if call.stream:
+        exchange, chunks = await state.service.stream(call)
+        return StreamingResponse(chunks, media_type="text/event-stream", headers=route_headers(exchange))
+    exchange, payload = await state.service.complete(call)
+    return JSONResponse(payload, headers=route_headers(exchange))
