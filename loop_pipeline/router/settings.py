@@ -35,6 +35,14 @@ class _YamlValues(PydanticBaseSettingsSource):
         return dict(_YAML_VALUES.get())
 
 
+def _describe(source: str, exc: ValidationError) -> str:
+    """The usual one-line error, except that a bad API key entry is never echoed (it may be a key)."""
+    for error in exc.errors(include_url=False):
+        if error["loc"][:1] == ("api_keys_sha256",):
+            return f"{source}: api_keys_sha256: {error['msg']}"
+    return describe_validation_error(source, exc)
+
+
 class RouterSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOOP_ROUTER_", extra="forbid", frozen=True, populate_by_name=True)
 
@@ -117,7 +125,7 @@ class RouterSettings(BaseSettings):
             return cls(**{k: v for k, v in overrides.items() if v is not None})
         except ValidationError as exc:
             source = str(path) if path is not None else "router settings (LOOP_ROUTER_*)"
-            raise ConfigError(describe_validation_error(source, exc)) from None
+            raise ConfigError(_describe(source, exc)) from None
         finally:
             _YAML_VALUES.reset(token)
 
