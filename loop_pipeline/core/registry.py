@@ -58,8 +58,11 @@ def current_champion(client, name: str) -> str | None:
     return _alias_version(client, name, CHAMPION)
 
 
-def register_version(client, name: str, source: str, run_id: str | None, tags: Mapping[str, Any], description: str = "") -> str:
-    """A new model version of ``name`` (created if needed) from ``source`` (e.g. runs:/<id>/merged_model)."""
+def register_version(
+    client, name: str, source: str, run_id: str | None, tags: Mapping[str, Any], description: str = "", model_id: str | None = None
+) -> str:
+    """A new model version of ``name`` (created if needed) from ``source``: the artifact location of
+    an MLflow model (with ``model_id``, the logged model it is), or any artifact URI."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -69,7 +72,7 @@ def register_version(client, name: str, source: str, run_id: str | None, tags: M
             raise
         client.create_registered_model(name, description="Fine-tuned small model served by the loop_pipeline router.")
     version = client.create_model_version(
-        name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}, description=description
+        name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}, description=description, model_id=model_id
     )
     return str(version.version)
 

@@ -107,3 +107,18 @@ def test_a_reader_never_sees_champion_missing_while_it_moves(client, tmp_path):
     assert seen and None not in seen
     assert set(seen) <= set(versions)
     assert current_champion(client, NAME) == versions[2]
+
+
+def test_champion_version_is_one_cheap_read_of_the_alias(client, tmp_path):
+    from loop_pipeline.core.serving_registry import champion_version
+
+    client, target = client
+    assert champion_version(target, NAME) is None  # no registered model yet
+    v1, v2 = _versions(client, target, tmp_path, 2)
+    assert champion_version(target, NAME) is None  # versions, but no alias
+    promote(client, NAME, v1, "first")
+    promote(client, NAME, v2, "second")
+    assert (champion_version(target, NAME), champion_version(target, NAME, PREVIOUS)) == (v2, v1)
+    rollback(client, NAME, "back")
+    assert (champion_version(target, NAME), champion_version(target, NAME, PREVIOUS)) == (v1, v2)
+    assert champion_version(target, NAME, "no-such-alias") is None
