@@ -55,6 +55,7 @@ class TrainedAdapter(StageResult):
     dtype: str
     device: str
     system_prompt: str  # keep | drop: what serving and evaluation must do to prompts
+    max_length: int | None = None  # sft.max_length: the longest input it was trained on (None: unknown)
     sft_adapter_path: str | None = None
     merged_path: str | None = None
     mlflow_run_id: str | None = None

@@ -258,7 +258,8 @@ def test_registration_refuses_explicit_models_and_refused_candidates(tmp_path):
     from loop_pipeline.core.tracking import TrackingTarget
 
     tracking = TrackingTarget(f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "artifacts").as_uri())
+    tasks = TasksConfig(tasks={"intent": TaskSpec(name="intent", kind="classification")})
     with pytest.raises(RegistryError, match="only the lineage's candidate can be registered"):
-        register_and_promote(_outcome(tmp_path, promote=True, from_lineage=False), tracking, EvalConfig())
+        register_and_promote(_outcome(tmp_path, promote=True, from_lineage=False), tracking, EvalConfig(), tasks)
     with pytest.raises(RegistryError, match="the gate refused this candidate: why; why; why"):
-        register_and_promote(_outcome(tmp_path, promote=False, from_lineage=True), tracking, EvalConfig())
+        register_and_promote(_outcome(tmp_path, promote=False, from_lineage=True), tracking, EvalConfig(), tasks)

@@ -159,7 +159,8 @@ def holdout_eval(
     io_manager_key=RESULTS_IO,
     kinds={"mlflow"},
     description="A new version of the MLflow registered model for a candidate that passed the gate, tagged with "
-    "dataset version, base model, thresholds, coverage, agreement and cost ratio; alias `champion` moves to "
+    "dataset version, base model, thresholds, coverage, agreement, cost ratio and the serving spec (a loadable "
+    "MLflow model of the training run: merged weights and tokenizer); alias `champion` moves to "
     "it and the old champion becomes `previous`. Blocking checks on holdout_eval stop it otherwise; an "
     "evaluation of an explicit model folder is refused.",
 )
@@ -169,9 +170,9 @@ def registered_model(
     from loop_pipeline.core.evaluation import register_and_promote
     from loop_pipeline.core.registry import RegistryError
 
-    eval_config = configs.load(EvalConfig)
+    eval_config, tasks = configs.load(EvalConfig), configs.load(TasksConfig)
     try:
-        move = register_and_promote(holdout_eval, mlflow.target(), eval_config)
+        move = register_and_promote(holdout_eval, mlflow.target(), eval_config, tasks)
     except RegistryError as exc:
         raise dg.Failure(description=str(exc)) from exc
     context.log.info(
@@ -180,4 +181,4 @@ def registered_model(
     )
     metadata: dict[str, Any] = {k: v for k, v in move.model_dump(exclude={"tags"}).items() if v is not None}
     metadata["tags"] = dg.MetadataValue.json(move.tags)
-    return dg.Output(move, metadata={**metadata, **configs.metadata(eval_config)})
+    return dg.Output(move, metadata={**metadata, **configs.metadata(eval_config, tasks)})

@@ -57,8 +57,8 @@ def run_train_config(
     return config
 
 
-def trained_adapter(result: TrainResult, dataset: DatasetVersion, train_config: Path) -> TrainedAdapter:
-    return TrainedAdapter(**result.to_dict(), dataset_path=dataset.path, train_config=str(train_config))
+def trained_adapter(result: TrainResult, dataset: DatasetVersion, train_config: Path, max_length: int) -> TrainedAdapter:
+    return TrainedAdapter(**result.to_dict(), dataset_path=dataset.path, train_config=str(train_config), max_length=max_length)
 
 
 def adapter_metadata(result: TrainResult, config: TrainConfig, path: Path) -> dict[str, Any]:
@@ -110,7 +110,7 @@ def lora_adapter(
     launched = trainer.launch(context, extras={PIPES_CONFIG_EXTRA: train_config.to_dict()}, env={})
     result = result_from_messages(launched.get_custom_messages())
     return dg.Output(
-        trained_adapter(result, training_datasets, path),
+        trained_adapter(result, training_datasets, path, train_config.sft.max_length),
         metadata=adapter_metadata(result, train_config, path),
         data_version=dg.DataVersion(result.mlflow_run_id) if result.mlflow_run_id else None,
     )
