@@ -73,13 +73,19 @@ def test_sync_async_and_streaming_answers_carry_trace_and_route_and_every_one_is
         ) as streamed:
             assert streamed.headers["x-loop-route"] == "frontier"
             stream_id = streamed.headers["x-loop-trace-id"]
-            text = "".join(chunk.choices[0].delta.content or "" for chunk in streamed.parse() if chunk.choices)
-        assert text == RECORDED
+            chunks = list(streamed.parse())
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks) == RECORDED
+        assert all(chunk.usage is None for chunk in chunks)  # usage only for a client that asks for it
+        with _client(router).chat.completions.with_streaming_response.create(
+            model="m", messages=INTENT, stream=True, stream_options={"include_usage": True}
+        ) as streamed:
+            usage_id = streamed.headers["x-loop-trace-id"]
+            assert list(streamed.parse())[-1].usage.completion_tokens == 1
         sent = frontier.server.config.app.state.replay.received
         assert all(body["model"] == FRONTIER_MODEL and "metadata" not in body for body in sent)
 
     traces = traces_by_id(tmp_path / "landing")
-    assert set(traces) == {sync_id, stream_id, *async_ids}
+    assert set(traces) == {sync_id, stream_id, usage_id, *async_ids}
     assert not open_segments(tmp_path / "landing")  # shutdown closed every segment
     first = traces[sync_id]
     assert (first["model"], first["task_type"], first["output"], first["messages"]) == (FRONTIER_MODEL, "intent", RECORDED, INTENT)
@@ -89,7 +95,7 @@ def test_sync_async_and_streaming_answers_carry_trace_and_route_and_every_one_is
     assert traces[stream_id]["output_tokens"] > 0 and traces[stream_id]["metadata"]["stream"] is True
 
     result = ingest_landing(tmp_path / "landing")
-    assert result.counts["trace"].valid == 22 and result.counts["trace"].quarantined == 0
+    assert result.counts["trace"].valid == 23 and result.counts["trace"].quarantined == 0
 
 
 def test_feedback_posted_through_the_api_joins_its_trace_in_the_next_ingest(tmp_path, frontier):

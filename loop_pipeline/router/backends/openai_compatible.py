@@ -108,17 +108,22 @@ class FrontierBackend:
     async def stream(self, call: ChatCall) -> "FrontierStream":
         started = time.perf_counter()
         response = await self.client.open_stream(call.frontier_body(self.model))
-        return FrontierStream(response, self.model, started)
+        asked_for_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        return FrontierStream(response, self.model, started, relay_usage=asked_for_usage)
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
 
 class FrontierStream:
-    """The frontier's SSE lines, relayed as they come while the answer and usage are collected."""
+    """The frontier's SSE lines, relayed as they come while the answer and usage are collected.
 
-    def __init__(self, response: httpx.Response, model: str, started: float):
+    The router always asks for usage (the trace's cost needs it); the usage-only chunk (no choices)
+    is relayed only to a client that asked for it too, as the OpenAI API does."""
+
+    def __init__(self, response: httpx.Response, model: str, started: float, relay_usage: bool = True):
         self.response = response
+        self.relay_usage = relay_usage
         self.model = model
         self.started = started
         self.parts: list[str] = []
@@ -130,7 +135,8 @@ class FrontierStream:
     async def lines(self) -> AsyncIterator[bytes]:
         try:
             async for line in self.response.aiter_lines():
-                self._collect(line)
+                if self._collect(line) and not self.relay_usage:
+                    continue
                 yield (line + "\n").encode("utf-8")
         except httpx.TimeoutException as exc:
             raise BackendError("timeout", f"the frontier's stream stalled ({type(exc).__name__})") from None
@@ -140,16 +146,17 @@ class FrontierStream:
             self.seconds = time.perf_counter() - self.started
             await self.response.aclose()
 
-    def _collect(self, line: str) -> None:
+    def _collect(self, line: str) -> bool:
+        """Take the answer's text, finish reason and usage from an SSE line; True for a usage-only chunk."""
         if not line.startswith("data:"):
-            return
+            return False
         payload = line[5:].strip()
         if not payload or payload == "[DONE]":
-            return
+            return False
         try:
             chunk = json.loads(payload)
         except ValueError:
-            return  # relayed as is; only the trace misses it
+            return False  # relayed as is; only the trace misses it
         self.model = str(chunk.get("model") or self.model)
         for choice in chunk.get("choices") or []:
             content = (choice.get("delta") or {}).get("content")
@@ -159,6 +166,7 @@ class FrontierStream:
                 self.finish_reason = str(choice["finish_reason"])
         if chunk.get("usage"):
             self.input_tokens, self.output_tokens = _usage(chunk)
+        return bool(chunk.get("usage")) and not chunk.get("choices")
 
     @property
     def text(self) -> str:
