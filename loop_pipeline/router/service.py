@@ -15,8 +15,8 @@ import time
 from typing import Any, AsyncIterator
 
 from loop_pipeline.core.evaluation.metrics import agrees
-from loop_pipeline.router.backends.base import BackendError
-from loop_pipeline.router.backends.openai_compatible import FrontierBackend
+from loop_pipeline.router.backends.base import BackendError, Completion
+from loop_pipeline.router.backends.openai_compatible import FrontierBackend, FrontierStream
 from loop_pipeline.router.champion import ChampionWatcher, LoadedChampion
 from loop_pipeline.router.chat_request import ChatCall
 from loop_pipeline.router.errors import RouterError, frontier_unavailable
@@ -154,9 +154,7 @@ class ChatService:
             raise self._frontier_failed(exchange, exc) from None
         return exchange, self._relay(exchange, upstream)
 
-    async def _relay(self, exchange: Exchange, upstream) -> AsyncIterator[bytes]:
-        from loop_pipeline.router.backends.base import Completion
-
+    async def _relay(self, exchange: Exchange, upstream: FrontierStream) -> AsyncIterator[bytes]:
         try:
             async for line in upstream.lines():
                 yield line
