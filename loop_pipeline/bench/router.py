@@ -399,7 +399,8 @@ def say_gateway(result: dict[str, Any], say: Callable[[str], None]) -> None:
         say(f"  inside the router (its traces' router_added_ms: handler time minus the frontier call): "
             f"p50 {inside['p50_ms']:.2f} ms, p99 {inside['p99_ms']:.2f} ms")
     cpu = result["cpu_ms_per_request"]
-    say(f"  CPU per request: router {cpu['router']:.2f} ms, stand-in {cpu['stand_in']:.2f} ms, client {cpu['client']:.2f} ms")
+    say(f"  CPU per request: router {cpu['router']:.2f} ms, stand-in {cpu['stand_in']:.2f} ms, client {cpu['client']:.2f} ms "
+        "(closed loop: at full concurrency the added latency includes queueing behind the router's CPU time; one at a time it does not)")
     say(f"  machine: {result['cpu_cores']} cores, 1-minute load average {result['load_average_1m']['before']} before, "
         f"{result['load_average_1m']['after']} after")
     say(f"  traces: {result['answered_through_router']:,} answered, {result['traces_written']:,} written, {result['traces_lost']} lost, "

@@ -44,8 +44,9 @@ async def _one_at_a_time(backend: Any, calls: list[Any]) -> tuple[float, list[st
     return time.perf_counter() - started, texts
 
 
-async def _concurrently(backend: Any, calls: list[Any], concurrency: int) -> tuple[float, list[str]]:
+async def _concurrently(backend: Any, calls: list[Any], concurrency: int, warmed: Callable[[], None]) -> tuple[float, list[str]]:
     await backend.complete(calls[0])
+    warmed()  # the warm-up's batch of one is not counted
     gate = asyncio.Semaphore(concurrency)
 
     async def one(call: Any) -> str:
@@ -72,7 +73,7 @@ def _measure(model: Any, tokenizer: Any, spec: ServingSpec, calls: list[Any], ba
             model, tokenizer, spec, batch_max_size=batch_max_size, batch_wait_ms=batch_wait_ms, on_batch=lambda n: sizes.update([n])
         )
         try:
-            batched_s, batched_texts = await _concurrently(batched, calls, concurrency)
+            batched_s, batched_texts = await _concurrently(batched, calls, concurrency, sizes.clear)
         finally:
             await batched.aclose()
         return single_s, single_texts, batched_s, batched_texts
