@@ -62,3 +62,20 @@ def test_trace_accounting_sees_lost_duplicated_and_open_records(tmp_path):
         "traces_written": 4, "traces_lost": 1, "traces_duplicated": 1, "traces_unanswered": 1, "segments": 1, "open_segments_left": 1,
     }
     assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 0.5) == 3.0 and percentile(list(map(float, range(1, 101))), 0.99) == 99.0
+
+
+def test_the_local_part_micro_batches_concurrent_requests(tmp_path, loop_home):
+    from loop_pipeline.bench.router_local import bench_local_batching
+    from loop_pipeline_tests.tiny_models import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny", ["how do i freeze my card", "what is my balance", "book a flight"] * 20)
+    lines: list[str] = []
+    report = bench_local_batching(8, lines.append, concurrency=8, base_model=str(model))
+    assert report["requests"] == 8 and report["model"] == str(model)
+    # The 8 concurrent requests ran in batches (warm-up not counted), one at a time ran 8 batches of one.
+    sizes = {int(size): count for size, count in report["batch_sizes"].items()}
+    assert sum(size * count for size, count in sizes.items()) == 8 and max(sizes) > 1
+    assert report["one_at_a_time_requests_per_s"] > 0 and report["micro_batched_requests_per_s"] > 0
+    assert report["speedup"] == pytest.approx(report["micro_batched_requests_per_s"] / report["one_at_a_time_requests_per_s"], rel=0.05)
+    assert 0.0 <= report["same_answer_share"] <= 1.0 and isinstance(report["target_met"], bool)
+    assert any("in process" in line for line in lines)

@@ -33,7 +33,7 @@ def _call(question: str) -> Any:
     from loop_pipeline.router.chat_request import ChatCall
 
     messages = [{"role": "user", "content": question}]
-    body = {"model": BASE_MODEL, "messages": messages}
+    body = {"model": "bench-local", "messages": messages}
     return ChatCall(body, messages, False, "intent", None, None, None, None)
 
 
@@ -81,7 +81,10 @@ def _measure(model: Any, tokenizer: Any, spec: ServingSpec, calls: list[Any], ba
     return (*asyncio.run(run()), sizes)
 
 
-def bench_local_batching(requests: int, say: Callable[[str], None], concurrency: int = 32) -> dict[str, Any]:
+def bench_local_batching(
+    requests: int, say: Callable[[str], None], concurrency: int = 32, base_model: str = BASE_MODEL
+) -> dict[str, Any]:
+    """``base_model``: the packaged SmolLM2 (converted once), or any model folder (tests use a tiny one)."""
     import torch
 
     from loop_pipeline.core.evaluation.config import EvalConfig
@@ -92,13 +95,13 @@ def bench_local_batching(requests: int, say: Callable[[str], None], concurrency:
     loop = LoopSettings()
     evaluation = loop.load(EvalConfig)
     defaults = {name: RouterSettings.model_fields[name].default for name in ("batch_max_size", "batch_wait_ms")}
-    model_dir = resolve_base_model(BASE_MODEL, loop.paths.models, progress=say)
-    say(f"SmolLM2-135M in process ({evaluation.dtype}, {torch.get_num_threads()} torch threads): {requests} requests "
+    model_dir = resolve_base_model(base_model, loop.paths.models, progress=say)
+    say(f"{base_model} in process ({evaluation.dtype}, {torch.get_num_threads()} torch threads): {requests} requests "
         f"one at a time (batches of 1), then at concurrency {concurrency} with micro-batching "
         f"(up to {defaults['batch_max_size']}, wait {defaults['batch_wait_ms']:g} ms) ...")
     model, tokenizer = load_for_inference(model_dir, dtype=evaluation.dtype)
     spec = ServingSpec(
-        model_name=BASE_MODEL, version="bench", base_model=BASE_MODEL, dataset_version="none", system_prompt="drop",
+        model_name="bench-local", version="bench", base_model=base_model, dataset_version="none", system_prompt="drop",
         max_new_tokens=evaluation.max_new_tokens, dtype=evaluation.dtype, target_agreement=evaluation.target_agreement, tasks={},
     )
     calls = [_call(q) for q in _questions(requests)]
@@ -107,7 +110,7 @@ def bench_local_batching(requests: int, say: Callable[[str], None], concurrency:
     )
     single_rps, batched_rps = requests / single_s, requests / batched_s
     return {
-        "model": BASE_MODEL,
+        "model": base_model,
         "dtype": evaluation.dtype,
         "torch_threads": torch.get_num_threads(),
         "requests": requests,
