@@ -38,7 +38,7 @@ class RouterState:
     settings: RouterSettings
     metrics: RouterMetrics
     keys: ApiKeys
-    frontier: FrontierBackend
+    frontier: FrontierBackend  # its aiohttp session opens in the lifespan
     watcher: ChampionWatcher
     traces: SegmentWriter
     feedback: SegmentWriter
@@ -121,6 +121,7 @@ def create_app(settings: RouterSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.traces.start()
         state.feedback.start()
+        state.frontier.start()  # its connection pool lives on this event loop
         if not state.keys.enabled:
             log.warning("AUTH IS OFF: no api_keys_sha256 configured, anyone who reaches %s:%s can call the router", settings.host, settings.port)
         if not settings.load_champion:

@@ -244,3 +244,21 @@ def test_models_health_and_metrics_describe_the_service(tmp_path, frontier, capl
     assert 'loop_router_cost_usd_total{backend="frontier",route="frontier"}' in metrics
     # Two records per segment: 6 traces are 3 closed segments.
     assert len(closed_segments(tmp_path / "landing")) == 3 and len(read_records(tmp_path / "landing")) == 6
+
+
+def test_the_frontier_stream_is_split_into_lines_wherever_its_chunks_break():
+    from loop_pipeline.router.backends.openai_compatible import sse_lines
+
+    data = 'data: {"content":"é"}\n\ndata: [DONE]\r\n\r\nlast\rline'.encode("utf-8")
+
+    async def lines(parts: list[bytes]) -> list[str]:
+        async def chunks():
+            for part in parts:
+                yield part
+
+        return [line async for line in sse_lines(chunks())]
+
+    expected = ['data: {"content":"é"}', "", "data: [DONE]", "", "last", "line"]
+    for cut in range(len(data) + 1):  # every place one break can fall, mid-character and mid-CRLF included
+        assert asyncio.run(lines([data[:cut], data[cut:]])) == expected
+    assert asyncio.run(lines([bytes([b]) for b in data])) == expected

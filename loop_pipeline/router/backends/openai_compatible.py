@@ -1,5 +1,8 @@
 """Backends behind an OpenAI-compatible URL: the frontier model, and the fine-tuned model served by
-vLLM (LoRA adapter), TGI or Ollama. One pooled ``httpx.AsyncClient`` per backend.
+vLLM (LoRA adapter), TGI or Ollama. One pooled ``aiohttp.ClientSession`` per backend, opened on the
+event loop (the frontier's in the app's lifespan, a local URL's on its first call) and closed with
+the backend. aiohttp rather than httpx: httpx's AsyncClient costs several ms of CPU per request
+under concurrency (encode/httpx#3215), which is the router's whole overhead budget.
 
 The frontier relays the client's request (its own model name swapped in) and its response as they
 are; its stream passes through line by line. The local URL gets the transformed prompt, greedy
@@ -15,7 +18,7 @@ import math
 import time
 from typing import Any, AsyncIterator, Mapping, Sequence
 
-import httpx
+import aiohttp
 
 from loop_pipeline.core.serving import ServingSpec
 from loop_pipeline.router.backends.base import BackendError, Completion
@@ -26,50 +29,90 @@ def _snippet(text: str, limit: int = 300) -> str:
     return " ".join(text.split())[:limit]
 
 
+def _env_proxy(url: str) -> str | None:
+    """The HTTP(S)_PROXY the environment sets for ``url`` (NO_PROXY honoured), as httpx used it.
+
+    Only the proxy: the session does not read ~/.netrc (``trust_env`` stays off)."""
+    from aiohttp.helpers import get_env_proxy_for_url
+    from yarl import URL
+
+    try:
+        proxy, _auth = get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None
+    return str(proxy)
+
+
+def dump_json(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 class OpenAICompatibleClient:
+    """POSTs JSON to ``<base_url>/chat/completions``. Each phase (a connection from the pool, the
+    connect, every read) is limited to ``timeout_s``, as httpx's timeout was; a stream may run
+    longer as long as its chunks keep coming."""
+
     def __init__(self, base_url: str, api_key: str | None, timeout_s: float, max_connections: int = 512):
         self.url = base_url.rstrip("/") + "/chat/completions"
-        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+        self._headers = {"content-type": "application/json"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s)
+        self._max_connections = max_connections
+        self._proxy = _env_proxy(self.url)
+        self._session: aiohttp.ClientSession | None = None
+
+    def start(self) -> None:
+        """Open the session; must run on the event loop that will use it."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers, timeout=self._timeout)
+
+    def _open(self, body: Mapping[str, Any]) -> Any:
+        self.start()  # no-op once open; a local backend's first call opens it on the loop
+        return self._session.post(self.url, data=dump_json(body), proxy=self._proxy)
 
     async def post(self, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            response = await self._client.post(self.url, json=body)
-        except httpx.TimeoutException as exc:
+            async with self._open(body) as response:
+                status, raw = response.status, await response.read()
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors (checked before ClientError)
             raise BackendError("timeout", f"no answer from {self.url} in time ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise BackendError("unreachable", f"{self.url}: {type(exc).__name__}: {exc}") from None
-        if response.status_code != 200:
-            raise _status_error(response.status_code, response.text, self.url)
+        if status != 200:
+            raise _status_error(status, raw.decode("utf-8", errors="replace"), self.url)
         try:
-            data = response.json()
+            data = json.loads(raw)
         except ValueError:
-            raise BackendError("invalid_response", f"{self.url} answered with non-JSON: {_snippet(response.text)}") from None
+            text = raw.decode("utf-8", errors="replace")
+            raise BackendError("invalid_response", f"{self.url} answered with non-JSON: {_snippet(text)}") from None
         if not isinstance(data, dict) or not data.get("choices"):
-            raise BackendError("invalid_response", f"{self.url} answered without choices: {_snippet(response.text)}")
+            text = raw.decode("utf-8", errors="replace")
+            raise BackendError("invalid_response", f"{self.url} answered without choices: {_snippet(text)}")
         return data
 
-    async def open_stream(self, body: Mapping[str, Any]) -> httpx.Response:
+    async def open_stream(self, body: Mapping[str, Any]) -> aiohttp.ClientResponse:
         """The response with its status checked and its body not yet read (the caller closes it)."""
-        request = self._client.build_request("POST", self.url, json=body)
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
+            response = await self._open(body)
+        except TimeoutError as exc:
             raise BackendError("timeout", f"no answer from {self.url} in time ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise BackendError("unreachable", f"{self.url}: {type(exc).__name__}: {exc}") from None
-        if response.status_code != 200:
-            text = (await response.aread()).decode("utf-8", errors="replace")
-            await response.aclose()
-            raise _status_error(response.status_code, text, self.url)
+        if response.status != 200:
+            try:
+                raw = await response.read()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raw = f"(its body could not be read: {type(exc).__name__})".encode()
+            finally:
+                response.release()
+            raise _status_error(response.status, raw.decode("utf-8", errors="replace"), self.url)
         return response
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
 def _status_error(status: int, text: str, url: str) -> BackendError:
@@ -111,8 +154,27 @@ class FrontierBackend:
         asked_for_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         return FrontierStream(response, self.model, started, relay_usage=asked_for_usage)
 
+    def start(self) -> None:
+        self.client.start()
+
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """Lines of a byte stream without their ending (LF, CRLF or CR, as httpx's aiter_lines split
+    them), decoded as UTF-8; a line split across chunks is joined first, whatever its length."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        lines = pending.splitlines(keepends=True)
+        pending = b""
+        if lines and not lines[-1].endswith(b"\n"):
+            pending = lines.pop()  # unfinished, or a CR whose LF may be in the next chunk
+        for line in lines:
+            yield line.rstrip(b"\r\n").decode("utf-8", errors="replace")
+    if pending:
+        yield pending.rstrip(b"\r\n").decode("utf-8", errors="replace")
 
 
 class FrontierStream:
@@ -121,7 +183,7 @@ class FrontierStream:
     The router always asks for usage (the trace's cost needs it); the usage-only chunk (no choices)
     is relayed only to a client that asked for it too, as the OpenAI API does."""
 
-    def __init__(self, response: httpx.Response, model: str, started: float, relay_usage: bool = True):
+    def __init__(self, response: aiohttp.ClientResponse, model: str, started: float, relay_usage: bool = True):
         self.response = response
         self.relay_usage = relay_usage
         self.model = model
@@ -134,17 +196,20 @@ class FrontierStream:
 
     async def lines(self) -> AsyncIterator[bytes]:
         try:
-            async for line in self.response.aiter_lines():
+            async for line in sse_lines(self.response.content.iter_any()):
                 if self._collect(line) and not self.relay_usage:
                     continue
                 yield (line + "\n").encode("utf-8")
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
             raise BackendError("timeout", f"the frontier's stream stalled ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise BackendError("unreachable", f"the frontier's stream broke: {type(exc).__name__}: {exc}") from None
         finally:
             self.seconds = time.perf_counter() - self.started
-            await self.response.aclose()
+            if self.response.content.at_eof():
+                self.response.release()  # read to the end: the connection goes back to the pool
+            else:
+                self.response.close()  # the client went away mid-stream: drop the connection
 
     def _collect(self, line: str) -> bool:
         """Take the answer's text, finish reason and usage from an SSE line; True for a usage-only chunk."""
