@@ -129,6 +129,8 @@ def run_demo(
     built = datasets_summary(execution)
     if train and built["blocked_by"]:
         raise RuntimeError(f"dataset version {built['version']} is blocked by {sorted(built['blocked_by'])}: not training on it")
+    if train and not execution.for_asset("registered_model"):
+        say("not promoted: the gate refused the candidate (see the failing checks above)")
     say(f"open the Dagster UI with `make dagster-ui` (DAGSTER_HOME={home.dagster_home}), MLflow with `make mlflow-ui`")
     scored = defs.resources["storage"].read_document("score_thresholds")
     return {
