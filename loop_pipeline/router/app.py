@@ -132,7 +132,10 @@ def create_app(settings: RouterSettings) -> FastAPI:
         finally:
             await _shutdown(state)
 
-    app = FastAPI(title="loop router", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    # FastAPI's own OpenTelemetry hooks are off: the router reports through /metrics, and the check
+    # whether an OTel provider is configured would otherwise run on every request.
+    telemetry = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    app = FastAPI(title="loop router", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan, telemetry=telemetry)
     app.state.router = state
     _install_error_handlers(app)
     for module in (chat, feedback, models, health, admin):

@@ -7,6 +7,8 @@ a client cannot grow the label space. Nothing from a request's headers becomes a
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -38,6 +40,17 @@ class RouterMetrics:
         self.champion_loads = Counter("loop_router_champion_loads", "Champion loads, by outcome", ["outcome"], registry=r)
         self.batch_size = Histogram("loop_router_local_batch_size", "Requests per in-process generation batch", buckets=(1, 2, 4, 8, 16, 32, 64), registry=r)
         self._shadow_counts: dict[str, list[int]] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)`` (values in the order of its label names), looked up once:
+        label values are bounded (see above), so is this cache, and a request skips prometheus'
+        lock and validation."""
+        key = (id(metric), values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
 
     def record_shadow(self, task_type: str, agreed: bool) -> None:
         self.shadow.labels(task_type=task_type, agrees=str(agreed).lower()).inc()

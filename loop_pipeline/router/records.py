@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from loop_pipeline.core.costs import PriceTable
+from loop_pipeline.core.costs import ModelPrice, PriceTable
 from loop_pipeline.core.serving import ServingSpec
 from loop_pipeline.router.backends.base import Completion
 from loop_pipeline.router.chat_request import ChatCall
@@ -52,7 +52,7 @@ class Exchange:
 
     @property
     def day(self) -> str:
-        return self.received_at.strftime("%Y-%m-%d")
+        return self.received_at.date().isoformat()  # YYYY-MM-DD
 
     @property
     def answer(self) -> Completion | None:
@@ -69,14 +69,26 @@ class Exchange:
         return (self.finished or time.perf_counter()) - self.started
 
 
+_PRICE_CACHE_SIZE = 256  # model names the frontier answers with; past this, looked up each time
+
+
 class Pricing:
     def __init__(self, prices: PriceTable):
         self.prices = prices
+        self._by_model: dict[str, ModelPrice | None] = {}
+
+    def price(self, model: str) -> ModelPrice | None:
+        if model in self._by_model:
+            return self._by_model[model]
+        price = self.prices.lookup(model)
+        if len(self._by_model) < _PRICE_CACHE_SIZE:
+            self._by_model[model] = price
+        return price
 
     def frontier(self, completion: Completion | None) -> float | None:
         if completion is None or completion.input_tokens is None or completion.output_tokens is None:
             return None
-        price = self.prices.lookup(completion.model)
+        price = self.price(completion.model)
         return price.cost(completion.input_tokens, completion.output_tokens) if price is not None else None
 
     @staticmethod

@@ -26,6 +26,11 @@ from loop_pipeline.router.records import Exchange, Pricing, trace_record
 from loop_pipeline.router.settings import RouterSettings
 from loop_pipeline.router.trace_writer import SegmentWriter, serialize
 
+
+def dump_json(payload: Any) -> bytes:
+    """What FastAPI's JSONResponse would send for ``payload``."""
+    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+
 log = logging.getLogger(__name__)
 # A frontier answer the client caused (a bad parameter) is relayed with its own status.
 _RELAYED_STATUSES = {400, 413, 422}
@@ -91,7 +96,7 @@ class ChatService:
         except Exception as exc:  # any local failure falls back to the frontier, recorded in the trace
             self._local_failed(exchange, "local_error", exc)
             return
-        self.metrics.backend_latency.labels(backend="local").observe(exchange.local.seconds)
+        self.metrics.child(self.metrics.backend_latency, "local").observe(exchange.local.seconds)
         exchange.route, exchange.reason = judge(exchange.local.text, exchange.local.confidence or 0.0, decision.task)
 
     def _local_failed(self, exchange: Exchange, reason: str, exc: BaseException) -> None:
@@ -106,20 +111,21 @@ class ChatService:
 
     # -- non-streaming ------------------------------------------------------------------------------
 
-    async def complete(self, call: ChatCall) -> tuple[Exchange, dict[str, Any]]:
+    async def complete(self, call: ChatCall) -> tuple[Exchange, bytes]:
+        """The exchange and the JSON body the client gets (the frontier's as it sent it)."""
         exchange = Exchange(call)
         await self.decide(exchange)
         if exchange.route == LOCAL:
-            body = local_response(exchange)
+            body = dump_json(local_response(exchange))
             self.finish_local(exchange)
             return exchange, body
         try:
             exchange.frontier = await self.frontier.complete(call)
         except BackendError as exc:
             raise self._frontier_failed(exchange, exc) from None
-        self.metrics.backend_latency.labels(backend="frontier").observe(exchange.frontier.seconds)
+        self.metrics.child(self.metrics.backend_latency, "frontier").observe(exchange.frontier.seconds)
         self.finish(exchange)
-        return exchange, dict(exchange.frontier.response or {})
+        return exchange, exchange.frontier.body or b"{}"
 
     def _frontier_failed(self, exchange: Exchange, exc: BackendError) -> RouterError:
         exchange.frontier_error = str(exc)
@@ -168,7 +174,7 @@ class ChatService:
                 text=upstream.text, model=upstream.model, seconds=upstream.seconds or time.perf_counter() - upstream.started,
                 input_tokens=upstream.input_tokens, output_tokens=upstream.output_tokens, finish_reason=upstream.finish_reason,
             )
-            self.metrics.backend_latency.labels(backend="frontier").observe(exchange.frontier.seconds)
+            self.metrics.child(self.metrics.backend_latency, "frontier").observe(exchange.frontier.seconds)
             self.finish(exchange)
 
     # -- finishing: shadow, metrics, trace ---------------------------------------------------------
@@ -207,17 +213,17 @@ class ChatService:
             exchange.finished = time.perf_counter()
         costs = self.pricing.split(exchange)
         task = self.task_label(exchange.call.task_type)
-        route = exchange.route
-        self.metrics.requests.labels(route=route, task_type=task).inc()
+        route, metrics = exchange.route, self.metrics
+        metrics.child(metrics.requests, route, task).inc()
         if route == FRONTIER:
-            self.metrics.escalations.labels(reason=exchange.reason, task_type=task).inc()
+            metrics.child(metrics.escalations, exchange.reason, task).inc()
         elif route == FALLBACK:
-            self.metrics.fallbacks.labels(reason=exchange.reason, task_type=task).inc()
-        self.metrics.latency.labels(route=route).observe(exchange.total_seconds)
-        self.metrics.overhead.labels(route=route).observe(max(0.0, exchange.total_seconds - exchange.backend_seconds))
+            metrics.child(metrics.fallbacks, exchange.reason, task).inc()
+        metrics.child(metrics.latency, route).observe(exchange.total_seconds)
+        metrics.child(metrics.overhead, route).observe(max(0.0, exchange.total_seconds - exchange.backend_seconds))
         for backend in ("local", "frontier", "shadow"):
             if costs[backend] is not None:
-                self.metrics.cost.labels(route=route, backend=backend).inc(costs[backend])
+                metrics.child(metrics.cost, route, backend).inc(costs[backend])
         record = trace_record(exchange, costs, self.settings.frontier_model)
         self.traces.submit(exchange.day, serialize(record))
 

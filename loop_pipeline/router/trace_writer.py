@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 _STOP = object()
 _BATCH = 1000  # records taken from the queue per write
 _RETRY_S = 1.0
+_LINGER_S = 0.02  # how long the writer lets records gather after the first one
 _CLOSE_RETRIES = 5
 
 
@@ -185,6 +186,10 @@ class SegmentWriter:
             item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
         except queue.Empty:
             return batch, False
+        if item is not _STOP:
+            # Let the burst gather: one wake-up and one write per burst, rather than this thread
+            # taking the GIL from the request loop at every record.
+            time.sleep(_LINGER_S)
         while True:
             if item is _STOP:
                 # Whatever was queued before the stop is written too.

@@ -17,7 +17,7 @@ class Completion:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str = "stop"
-    response: Mapping[str, Any] | None = None  # the backend's own JSON body, relayed as is (frontier)
+    body: bytes | None = None  # the backend's own JSON body, relayed to the client byte for byte (frontier)
 
 
 class BackendError(Exception):

@@ -72,7 +72,8 @@ class OpenAICompatibleClient:
         self.start()  # no-op once open; a local backend's first call opens it on the loop
         return self._session.post(self.url, data=dump_json(body), proxy=self._proxy)
 
-    async def post(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def post(self, body: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """The answer parsed, and its bytes as they came."""
         try:
             async with self._open(body) as response:
                 status, raw = response.status, await response.read()
@@ -90,7 +91,7 @@ class OpenAICompatibleClient:
         if not isinstance(data, dict) or not data.get("choices"):
             text = raw.decode("utf-8", errors="replace")
             raise BackendError("invalid_response", f"{self.url} answered without choices: {_snippet(text)}")
-        return data
+        return data, raw
 
     async def open_stream(self, body: Mapping[str, Any]) -> aiohttp.ClientResponse:
         """The response with its status checked and its body not yet read (the caller closes it)."""
@@ -135,7 +136,7 @@ class FrontierBackend:
 
     async def complete(self, call: ChatCall) -> Completion:
         started = time.perf_counter()
-        data = await self.client.post(call.frontier_body(self.model))
+        data, raw = await self.client.post(call.frontier_body(self.model))
         choice = data["choices"][0]
         input_tokens, output_tokens = _usage(data)
         return Completion(
@@ -145,7 +146,7 @@ class FrontierBackend:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             finish_reason=str(choice.get("finish_reason") or "stop"),
-            response=data,
+            body=raw,
         )
 
     async def stream(self, call: ChatCall) -> "FrontierStream":
@@ -268,7 +269,7 @@ class OpenAILocalBackend:
             "temperature": 0,
             "logprobs": True,
         }
-        data = await self.client.post(body)
+        data, _raw = await self.client.post(body)
         choice = data["choices"][0]
         confidence = confidence_from_logprobs(choice)
         if confidence is None:

@@ -3,12 +3,16 @@
 Every response (errors past validation included) carries ``x-loop-trace-id`` and ``x-loop-route``;
 a local answer also ``x-loop-confidence``. Requests are refused with 503 (and no work done) while
 the trace queue is full, so that no trace is ever dropped.
+
+A plain Starlette route, not a FastAPI path operation: the handler reads and validates the body
+itself, so FastAPI's dependency solving and response serialization would be per-request CPU for
+nothing. The app's error handlers apply all the same.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from loop_pipeline.router.chat_request import parse_chat_call, read_json_body
 from loop_pipeline.router.errors import overloaded
@@ -17,7 +21,6 @@ from loop_pipeline.router.service import route_headers
 router = APIRouter()
 
 
-@router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     state = request.app.state.router
     state.keys.check(request.headers.get("authorization"))
@@ -29,4 +32,7 @@ async def chat_completions(request: Request) -> Response:
         exchange, chunks = await state.service.stream(call)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=route_headers(exchange))
     exchange, payload = await state.service.complete(call)
-    return JSONResponse(payload, headers=route_headers(exchange))
+    return Response(payload, media_type="application/json", headers=route_headers(exchange))
+
+
+router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
