@@ -22,6 +22,7 @@ from loop_pipeline.router.auth import ApiKeys
 from loop_pipeline.router.backends.openai_compatible import FrontierBackend
 from loop_pipeline.router.champion import ChampionWatcher
 from loop_pipeline.router.errors import RouterError
+from loop_pipeline.router.heap import settle_heap
 from loop_pipeline.router.loading import env_secret, version_loader, version_probe
 from loop_pipeline.router.metrics import RouterMetrics
 from loop_pipeline.router.records import Pricing
@@ -60,11 +61,14 @@ def _watcher(settings: RouterSettings, metrics: RouterMetrics) -> ChampionWatche
     if not settings.load_champion:
         return ChampionWatcher(None, None, settings.poll_interval_s)
     tracking = settings.resolved_tracking()
+    settle = (lambda *_: settle_heap("champion swapped")) if settings.gc_freeze else None
     return ChampionWatcher(
         version_probe(settings, tracking),
         version_loader(settings, tracking, on_batch=metrics.batch_size.observe),
         settings.poll_interval_s,
+        on_change=settle,
         on_load=lambda outcome: metrics.champion_loads.labels(outcome=outcome).inc(),
+        on_closed=settle,
     )
 
 
@@ -127,6 +131,8 @@ def create_app(settings: RouterSettings) -> FastAPI:
         if not settings.load_champion:
             log.warning("load_champion is false: every request goes to the frontier (%s)", settings.frontier_model)
         state.watcher.start()
+        if settings.gc_freeze:
+            settle_heap("started")
         try:
             yield
         finally:

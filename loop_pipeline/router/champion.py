@@ -41,12 +41,21 @@ Loader = Callable[[str], LoadedChampion]  # blocking: one version, loaded
 
 
 class ChampionWatcher:
-    def __init__(self, probe: VersionProbe | None, loader: Loader | None, poll_interval_s: float, on_change: Callable[[LoadedChampion | None], None] | None = None, on_load: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        probe: VersionProbe | None,
+        loader: Loader | None,
+        poll_interval_s: float,
+        on_change: Callable[[LoadedChampion | None], None] | None = None,
+        on_load: Callable[[str], None] | None = None,
+        on_closed: Callable[[], None] | None = None,
+    ):
         self._probe = probe
         self._loader = loader
         self.poll_interval_s = poll_interval_s
         self._on_change = on_change or (lambda _c: None)
         self._on_load = on_load or (lambda _outcome: None)
+        self._on_closed = on_closed or (lambda: None)  # a retired champion was closed
         self.current: LoadedChampion | None = None
         self.enabled = probe is not None and loader is not None
         self.state = "starting" if self.enabled else "disabled"
@@ -154,6 +163,7 @@ class ChampionWatcher:
         self._closing.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("closing a retired champion failed", exc_info=task.exception())
+        self._on_closed()
 
     def status(self) -> dict[str, Any]:
         champion = self.current

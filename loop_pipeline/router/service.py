@@ -3,6 +3,9 @@
 Every request that passed validation ends in exactly one trace, written when it is finished
 (after its shadow call, when it was shadowed), whether it was answered locally, by the frontier,
 or failed because the frontier did. The local model can make a request slower, never make it fail.
+A non-streaming answer is finished (metrics, trace) right after its body was sent
+(:meth:`ChatService.finish_answered`, called by the route in a ``finally``): the client does not
+wait for the bookkeeping.
 """
 
 from __future__ import annotations
@@ -112,20 +115,28 @@ class ChatService:
     # -- non-streaming ------------------------------------------------------------------------------
 
     async def complete(self, call: ChatCall) -> tuple[Exchange, bytes]:
-        """The exchange and the JSON body the client gets (the frontier's as it sent it)."""
+        """The exchange and the JSON body the client gets (the frontier's as it sent it). The
+        caller must pass the exchange to :meth:`finish_answered` once the body is sent (or failed to be)."""
         exchange = Exchange(call)
         await self.decide(exchange)
         if exchange.route == LOCAL:
             body = dump_json(local_response(exchange))
-            self.finish_local(exchange)
+            exchange.finished = time.perf_counter()
             return exchange, body
         try:
             exchange.frontier = await self.frontier.complete(call)
         except BackendError as exc:
             raise self._frontier_failed(exchange, exc) from None
-        self.metrics.child(self.metrics.backend_latency, "frontier").observe(exchange.frontier.seconds)
-        self.finish(exchange)
+        exchange.finished = time.perf_counter()
         return exchange, exchange.frontier.body or b"{}"
+
+    def finish_answered(self, exchange: Exchange) -> None:
+        """Metrics and trace of an answer :meth:`complete` gave (the shadow call, when it is shadowed)."""
+        if exchange.route == LOCAL:
+            self.finish_local(exchange)
+        else:
+            self.metrics.child(self.metrics.backend_latency, "frontier").observe(exchange.frontier.seconds)
+            self.finish(exchange)
 
     def _frontier_failed(self, exchange: Exchange, exc: BackendError) -> RouterError:
         exchange.frontier_error = str(exc)
@@ -183,7 +194,8 @@ class ChatService:
         """A locally served answer: shadowed to the frontier at ``shadow_rate`` (its trace waits
         for the shadow), else finished now."""
         if self.settings.shadow_rate > 0 and self._random.random() < self.settings.shadow_rate:
-            exchange.finished = time.perf_counter()
+            if exchange.finished is None:
+                exchange.finished = time.perf_counter()
             task = asyncio.get_running_loop().create_task(self._shadow(exchange), name=f"shadow-{exchange.trace_id}")
             self._shadows.add(task)
             task.add_done_callback(self._shadows.discard)

@@ -82,6 +82,10 @@ class RouterSettings(BaseSettings):
     queue_size: int = Field(default=10000, ge=1)
     prices_path: Optional[Path] = None  # None: the configs folder's prices.yaml
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # Freeze the live heap out of the cyclic GC after start and after each champion swap (router/heap.py):
+    # a full collection otherwise pauses every request in flight. Process-wide: off where the
+    # process runs more than the router (tests).
+    gc_freeze: bool = True
 
     @field_validator("api_keys_sha256", mode="before")
     @classmethod

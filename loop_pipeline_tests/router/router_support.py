@@ -33,6 +33,7 @@ def router_settings(tmp_path: Path, frontier: RunningServer, **overrides: Any) -
         "artifact_root": (tmp_path / "mlflow-artifacts").as_uri(),
         "model_cache_dir": tmp_path / "model-cache",
         "segment_max_seconds": 0.5,
+        "gc_freeze": False,  # process-wide: not in the test process (loop serve's test runs it)
         **overrides,
     }
     return RouterSettings.load(REPO_CONFIGS / "router.yaml", **values)
