@@ -21,35 +21,50 @@ def test_bench_router_small_run(tmp_path, loop_home):
     result = runner.invoke(
         app,
         ["bench", "router", "--requests", str(requests), "--concurrency", "16", "--serial-requests", str(serial),
-         "--backend-latency-ms", "2", "--no-local", "--workdir", str(workdir)],
+         "--backend-latency-ms", "6", "--backend-jitter-ms", "3", "--no-local", "--workdir", str(workdir)],
     )
     assert result.exit_code == 0, result.output
     report = last_json_line(result.stdout)
     assert report["benchmark"] == "router" and "local" not in report
-    assert (report["requests"], report["concurrency"], report["backend_latency_ms"]) == (requests, 16, 2.0)
-    assert report["errors"] == 0
-    assert report["direct"]["answered"] == report["router"]["answered"] == requests
-    assert report["router"]["routes"] == {"frontier": requests}  # no task type: the local model is not involved
-    assert report["answered_through_router"] == requests + report["warmup_requests"] + serial
-    assert report["traces_written"] == report["answered_through_router"] == report["ingest_valid"]
-    assert report["traces_lost"] == report["traces_duplicated"] == report["traces_unanswered"] == 0
-    assert report["open_segments_left"] == 0 and report["ingest_quarantined"] == 0
-    assert report["router_stopped_cleanly"] is True
-    for side in ("direct", "router"):
-        figures = report[side]
-        assert 2.0 <= figures["p50_ms"] <= figures["p99_ms"] and figures["requests_per_s"] > 0
-    assert report["added_p50_ms"] == pytest.approx(report["router"]["p50_ms"] - report["direct"]["p50_ms"], abs=1e-3)
-    assert report["added_p99_ms"] == pytest.approx(report["router"]["p99_ms"] - report["direct"]["p99_ms"], abs=1e-3)
-    assert report["one_at_a_time"]["requests"] == serial and report["one_at_a_time"]["router_p50_ms"] > 0
-    assert report["inside_router"]["traces"] == report["traces_written"]
-    assert report["cpu_ms_per_request"]["router"] > 0 and report["cpu_ms_per_request"]["stand_in"] > 0
-    assert isinstance(report["target_met"], bool)
-    assert list(workdir.iterdir()) == []  # the router's landing folder is cleaned up
+    assert (report["requests"], report["concurrency"]) == (requests, 16)
+    assert set(report["load_average"]["before"]) == {"1m", "5m", "15m"}
+    scenarios = report["scenarios"]
+    assert set(scenarios) == {"realistic_backend", "instant_backend"}  # both, always
+    assert report["target_scenario"] == "realistic_backend" and report["target_met"] == scenarios["realistic_backend"]["target_met"]
+    realistic, instant = scenarios["realistic_backend"], scenarios["instant_backend"]
+    assert (realistic["backend_latency_ms"], realistic["backend_jitter_ms"]) == (6.0, 3.0)
+    assert (instant["backend_latency_ms"], instant["backend_jitter_ms"]) == (0.0, 0.0)
+    assert "saturation" in instant["what_it_measures"] and "target" in realistic["what_it_measures"]
+    for name, figures in scenarios.items():
+        serial_here = serial if name == "instant_backend" else 0
+        assert figures["errors"] == 0, name
+        assert figures["direct"]["answered"] == figures["router"]["answered"] == requests
+        assert figures["router"]["routes"] == {"frontier": requests}  # no task type: the local model is not involved
+        assert figures["answered_through_router"] == requests + figures["warmup_requests"] + serial_here
+        assert figures["traces_written"] == figures["answered_through_router"] == figures["ingest_valid"]
+        assert figures["traces_lost"] == figures["traces_duplicated"] == figures["traces_unanswered"] == 0
+        assert figures["open_segments_left"] == 0 and figures["ingest_quarantined"] == 0
+        assert figures["router_stopped_cleanly"] is True
+        for side in ("direct", "router"):
+            assert 0 < figures[side]["p50_ms"] <= figures[side]["p99_ms"] and figures[side]["requests_per_s"] > 0
+        assert figures["added_p50_ms"] == pytest.approx(figures["router"]["p50_ms"] - figures["direct"]["p50_ms"], abs=1e-3)
+        assert figures["added_p99_ms"] == pytest.approx(figures["router"]["p99_ms"] - figures["direct"]["p99_ms"], abs=1e-3)
+        assert figures["inside_router"]["traces"] == figures["traces_written"]
+        assert figures["cpu_ms_per_request"]["router"] > 0 and figures["cpu_ms_per_request"]["stand_in"] > 0
+        assert isinstance(figures["target_met"], bool) and set(figures["load_average_1m"]) == {"before", "after"}
+    # The realistic backend waits 3 to 9 ms per request, drawn per request: the direct side spreads over it.
+    assert 3.0 <= realistic["direct"]["p50_ms"] and realistic["direct"]["p99_ms"] - realistic["direct"]["p50_ms"] >= 1.0
+    assert realistic["one_at_a_time"] is None
+    assert instant["one_at_a_time"]["requests"] == serial and instant["one_at_a_time"]["router_p50_ms"] > 0
+    assert "saturation" in result.stderr and "realistic_backend" in result.stderr
+    assert list(workdir.iterdir()) == []  # the router's landing folders are cleaned up
 
 
 def test_bench_router_rejects_bad_arguments():
     assert runner.invoke(app, ["bench", "router", "--requests", "0"]).exit_code == 2
     assert runner.invoke(app, ["bench", "router", "--backend-latency-ms", "-1"]).exit_code == 2
+    assert runner.invoke(app, ["bench", "router", "--backend-latency-ms", "0"]).exit_code == 2
+    assert runner.invoke(app, ["bench", "router", "--backend-latency-ms", "10", "--backend-jitter-ms", "11"]).exit_code == 2
 
 
 def test_trace_accounting_sees_lost_duplicated_and_open_records(tmp_path):

@@ -5,7 +5,8 @@ at it instead of a paid model. ``create_replay_app`` answers ``/v1/chat/completi
 true and false, the SSE framing the ``openai`` client reads, usage counts, per-token logprobs on
 request) and ``/v1/models``; the same routes answer without the ``/v1`` prefix, so a base URL with
 or without it works. An answer is the recording keyed by :func:`replay_key` of the request's
-messages, else ``default_output``. ``fail`` turns it into a broken backend: ``"error"`` answers
+messages, else ``default_output``. ``latency_ms`` (± ``latency_jitter_ms``, drawn per request from
+its messages) is how long it waits before answering. ``fail`` turns it into a broken backend: ``"error"`` answers
 HTTP 500, ``"timeout"`` sleeps past any client's timeout. The knobs live on ``app.state.replay``
 (a :class:`ReplayState`), so a test can break or slow a running stand-in and see what it received.
 
@@ -65,6 +66,7 @@ class ReplayState:
     fail: str | None
     confidence: float  # exp(sum of the logprobs of an answer)
     model_ids: tuple[str, ...]
+    latency_jitter_ms: float = 0.0
     received: deque = field(default_factory=lambda: deque(maxlen=10_000))  # request bodies, newest last
     answered: int = 0
     replayed: int = 0  # answers that came from a recording
@@ -76,12 +78,24 @@ class ReplayState:
             return recorded
         return self.default_output
 
+    def delay_s(self, messages: Sequence[Mapping[str, Any]]) -> float:
+        """How long this request waits: ``latency_ms`` ± ``latency_jitter_ms``, uniform, drawn from
+        its replay key: different requests wait differently (their answers do not come back in
+        lockstep), the same messages always wait the same (a request sent straight to the stand-in
+        and the same one through the router meet the same backend)."""
+        if not self.latency_jitter_ms:
+            return self.latency_ms / 1000.0
+        draw = int(replay_key(messages)[:13], 16) / float(1 << 52)  # uniform in [0, 1)
+        return (self.latency_ms + self.latency_jitter_ms * (2.0 * draw - 1.0)) / 1000.0
 
-def _check_settings(fail: str | None, latency_ms: float, confidence: float) -> None:
+
+def _check_settings(fail: str | None, latency_ms: float, confidence: float, latency_jitter_ms: float = 0.0) -> None:
     if fail is not None and fail not in FAIL_MODES:
         raise ValueError(f"fail must be one of {FAIL_MODES} or None, not {fail!r}")
     if latency_ms < 0:
         raise ValueError(f"latency_ms must be >= 0, not {latency_ms}")
+    if not 0.0 <= latency_jitter_ms <= latency_ms:
+        raise ValueError(f"latency_jitter_ms must be between 0 and latency_ms ({latency_ms}), not {latency_jitter_ms}")
     if not 0.0 < confidence <= 1.0:
         raise ValueError(f"confidence must be in (0, 1], not {confidence}")
 
@@ -198,8 +212,9 @@ async def _chat_completions(request: Request) -> Response:
     state.received.append(body)
     if state.fail == "timeout":
         await asyncio.sleep(TIMEOUT_SLEEP_S)
-    if state.latency_ms > 0:
-        await asyncio.sleep(state.latency_ms / 1000.0)
+    delay = state.delay_s(body["messages"])
+    if delay > 0:
+        await asyncio.sleep(delay)
     if state.fail == "error":
         return _error(500, "the stand-in was told to fail (fail='error')", "server_error", "stand_in_failure")
     answer = _decide(state, body)
@@ -224,12 +239,15 @@ def create_replay_app(
     *,
     confidence: float = 1.0,
     model_ids: Sequence[str] = (STAND_IN_MODEL,),
+    latency_jitter_ms: float = 0.0,
 ) -> FastAPI:
     """An OpenAI-compatible server replaying ``recordings`` (``replay_key(messages)`` -> output).
 
     ``confidence``: with ``logprobs: true`` the answer's per-token logprobs sum to its log.
+    ``latency_jitter_ms``: each request waits ``latency_ms`` ± this, drawn per request (see
+    :meth:`ReplayState.delay_s`).
     """
-    _check_settings(fail, latency_ms, confidence)
+    _check_settings(fail, latency_ms, confidence, latency_jitter_ms)
     if not model_ids:
         raise ValueError("model_ids must name at least one model")
     app = FastAPI(title="loop stand-in (replays recorded outputs)", docs_url=None, redoc_url=None, openapi_url=None)
@@ -240,6 +258,7 @@ def create_replay_app(
         fail=fail,
         confidence=confidence,
         model_ids=tuple(model_ids),
+        latency_jitter_ms=latency_jitter_ms,
     )
     for prefix in ("/v1", ""):
         app.add_api_route(f"{prefix}/chat/completions", _chat_completions, methods=["POST"])

@@ -149,9 +149,27 @@ def test_latency_is_added():
         assert time.perf_counter() - started >= 0.2
 
 
+def test_jittered_latency_differs_between_requests_and_is_the_same_for_the_same_messages():
+    app = create_replay_app(latency_ms=100, latency_jitter_ms=50)
+    state = app.state.replay
+    conversations = [[{"role": "user", "content": f"question {i}"}] for i in range(2000)]
+    delays = [state.delay_s(messages) for messages in conversations]
+    assert all(0.05 <= d <= 0.15 for d in delays)
+    assert delays == [state.delay_s(messages) for messages in conversations]  # drawn from the messages
+    # Uniform over the range: its quarters each hold about a quarter of the requests.
+    quarters = [sum(1 for d in delays if 0.05 + 0.025 * q <= d < 0.05 + 0.025 * (q + 1)) for q in range(4)]
+    assert all(400 <= count <= 600 for count in quarters), quarters
+    with serve_in_thread(app) as server:
+        started = time.perf_counter()
+        _client(server).chat.completions.create(model="m", messages=conversations[0])
+        assert time.perf_counter() - started >= delays[0]
+
+
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="fail"):
         create_replay_app(fail="crash")
+    with pytest.raises(ValueError, match="latency_jitter_ms"):
+        create_replay_app(latency_ms=10, latency_jitter_ms=20)
     with pytest.raises(ValueError, match="confidence"):
         create_replay_app(confidence=0.0)
 
