@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 
-import typer
 
 import loop_pipeline  # noqa: F401  (sets the no-telemetry environment first)
 from loop_pipeline.cli.common import app
