@@ -22,6 +22,7 @@ from loop_pipeline.runs import (
     ingest_summary,
     landing_days,
     read_result,
+    training_summary,
 )
 from loop_pipeline.settings import LoopSettings
 
@@ -153,11 +154,6 @@ def run_demo(
             for p in partitions
         ],
     }
-
-
-def training_summary(execution: Execution) -> dict[str, Any]:
-    step = execution.last("lora_adapter")
-    return {"run_id": step.result.run_id, **step.metadata("lora_adapter")}
 
 
 def evaluation_summary(defs: dg.Definitions, execution: Execution) -> dict[str, Any]:

@@ -115,8 +115,7 @@ def _run_config(base: Mapping[str, Any], op_config: Mapping[str, Any], keys: Ite
     return {**base, **({"ops": ops} if ops else {})}
 
 
-def _blocking_failures(defs: dg.Definitions, step: StepRun) -> dict[str, str]:
-    graph = defs.resolve_asset_graph()
+def _blocking_failures(graph, step: StepRun) -> dict[str, str]:
     failed = {}
     for evaluation in step.result.get_asset_check_evaluations():
         if not evaluation.passed and graph.get_check_spec(evaluation.asset_check_key).blocking:
@@ -149,6 +148,7 @@ def execute(
     instance = instance or open_instance()
     days = sorted(partitions)
     everything = [*defs.assets, *defs.asset_checks]
+    graph = defs.resolve_asset_graph()
     execution = Execution()
     for keys, partitioned in plan(defs, selection):
         if partitioned and not days:
@@ -167,7 +167,7 @@ def execute(
                 raise_on_error=False,
             )
             step = StepRun(keys, day, result)
-            blocked = _blocking_failures(defs, step)
+            blocked = _blocking_failures(graph, step)
             if not result.success and not blocked:
                 names = ", ".join(k.to_user_string() for k in keys)
                 raise RuntimeError(f"{names}{f' [{day}]' if day else ''} failed (run {result.run_id}): {run_failure(result)}")

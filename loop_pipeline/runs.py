@@ -234,6 +234,11 @@ def materialize_training(
     config = {k: v for k, v in {"train_config": train_config, "max_steps": max_steps}.items() if v is not None}
     execution = execute(TRAINING, op_config={"lora_adapter": config}, defs=defs, instance=instance,
                         on_step=StageReporter(defs, progress))
+    return training_summary(execution)
+
+
+def training_summary(execution: Execution) -> dict[str, Any]:
+    """lora_adapter's materialization figures and the run that made them."""
     step = execution.last("lora_adapter")
     return {"run_id": step.result.run_id, **step.metadata("lora_adapter")}
 

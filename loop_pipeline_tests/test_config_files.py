@@ -102,3 +102,13 @@ def test_config_check_command_reports_the_broken_file_and_exits_2(tmp_path):
     assert missing.exit_code == 2 and "configuration file not found" in missing.stderr
     assert list(last_json_line(missing.stdout)["failed"]) == [str(folder / "scoring.yaml")]
     assert "scoring" in FILE_MODELS
+
+
+def test_a_launchpad_override_for_an_unknown_file_is_refused_not_ignored():
+    from loop_pipeline.core.scoring import ScoringConfig
+    from loop_pipeline.resources import LoopConfigs
+
+    assert LoopConfigs(config_dir=str(REPO_CONFIGS), overrides={"scoring": {"precision_target": 0.9}}).load(ScoringConfig).precision_target == 0.9
+    misspelled = LoopConfigs(config_dir=str(REPO_CONFIGS), overrides={"scorng": {"precision_target": 0.9}})
+    with pytest.raises(ConfigError, match=r"unknown config file\(s\) \['scorng'\]"):
+        misspelled.load(ScoringConfig)

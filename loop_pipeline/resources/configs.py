@@ -9,7 +9,8 @@ from typing import Any, TypeVar
 import dagster as dg
 from pydantic import Field
 
-from loop_pipeline.config import ConfigModel
+from loop_pipeline.config import ConfigError, ConfigModel
+from loop_pipeline.config_files import FILE_MODELS
 
 M = TypeVar("M", bound=ConfigModel)
 
@@ -32,6 +33,9 @@ class LoopConfigs(dg.ConfigurableResource):
         naming the file and the field."""
         if not model.FILE:
             raise TypeError(f"{model.__name__} is not a file-level config (no FILE)")
+        unknown = sorted(set(self.overrides) - set(FILE_MODELS))
+        if unknown:  # a misspelled file name would otherwise override nothing, silently
+            raise ConfigError(f"resources.configs.overrides: unknown config file(s) {unknown}; known: {sorted(FILE_MODELS)}")
         return model.from_yaml(self.path(model), self.overrides.get(model.FILE))
 
     def metadata(self, *configs: ConfigModel) -> dict[str, Any]:

@@ -27,14 +27,6 @@ from loop_pipeline_tests.router.router_support import (
 API_KEY = "sk-loop-test-client-42"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    import os
-
-    for name in [n for n in os.environ if n.startswith("LOOP_ROUTER_") or n == "LOOP_FRONTIER_API_KEY"]:
-        monkeypatch.delenv(name)
-
-
 @pytest.fixture
 def recorded(tmp_path):
     """Two days of simulated traffic: the conversations and what the frontier answered."""

@@ -28,14 +28,6 @@ LOCAL_ANSWER = "freeze_account"
 FRONTIER_ANSWER = "report_lost_card"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    import os
-
-    for name in [n for n in os.environ if n.startswith("LOOP_ROUTER_")]:
-        monkeypatch.delenv(name)
-
-
 @pytest.fixture
 def servers():
     """(frontier, local model server): two stand-ins on 127.0.0.1."""

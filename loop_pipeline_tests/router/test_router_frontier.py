@@ -29,14 +29,6 @@ from loop_pipeline_tests.router.router_support import (
 RECORDED = "report_lost_card"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    import os
-
-    for name in [n for n in os.environ if n.startswith("LOOP_ROUTER_") or n == "LOOP_FRONTIER_API_KEY"]:
-        monkeypatch.delenv(name)
-
-
 @pytest.fixture
 def frontier():
     app = create_replay_app({replay_key(INTENT): RECORDED}, default_output="ok")

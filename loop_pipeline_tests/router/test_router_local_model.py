@@ -25,14 +25,6 @@ torch.set_num_threads(1)
 FRONTIER_ANSWER = "frontier answer"
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    import os
-
-    for name in [n for n in os.environ if n.startswith("LOOP_ROUTER_")]:
-        monkeypatch.delenv(name)
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     return build_workspace(tmp_path_factory.mktemp("router_local"))

@@ -21,12 +21,6 @@ from loop_pipeline_tests.helpers import REPO_CONFIGS
 from loop_pipeline_tests.router.router_support import intent_spec
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for name in [n for n in os.environ if n.startswith("LOOP_ROUTER_")]:
-        monkeypatch.delenv(name)
-
-
 def test_yaml_then_environment_then_overrides(tmp_path, monkeypatch):
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump({"frontier_base_url": "http://f/v1", "frontier_model": "gpt-4o", "port": 9000, "shadow_rate": 0.1}))

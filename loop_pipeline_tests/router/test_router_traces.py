@@ -33,12 +33,6 @@ from loop_pipeline_tests.router.router_support import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    for name in [n for n in os.environ if n.startswith("LOOP_ROUTER_")]:
-        monkeypatch.delenv(name)
-
-
 def _wait(predicate, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
