@@ -14,30 +14,50 @@ from loop_pipeline.core.evaluation.thresholds import CurvePoint, ThresholdSelect
 
 
 class Confusion(StageResult):
-    frontier: str
+    expected: str  # the row's certification reference (see TaskReport.certified_against)
     candidate: str
     count: int
 
 
 class TaskReport(StageResult):
+    """One task type on the holdout: every trace of the frozen holdout groups (docs/metrics.md)."""
+
     task_type: str
     kind: str
-    n: int
-    n_in_scope: int
-    agreement: float  # all requests, answered locally, vs the frontier
-    accuracy_vs_gold: Optional[float]  # where a human label exists
-    accuracy_vs_sim_gold: Optional[float]  # the simulator's truth (measurement only)
+    n: int  # holdout rows (all traffic of the holdout groups)
+    n_in_scope: int  # rows whose reference is not an escalation label
+    n_with_reference: int  # rows with a curated reference (review, edit, accepted_scored)
+    reference_sources: dict[str, int]  # rows per reference_source
+    agreement_frontier: float  # all rows: candidate vs the frontier's own output
+    agreement_reference: Optional[float]  # rows with a curated reference: candidate vs it
+    certified_against: str  # "reference" or "frontier" (EvalConfig.certify_against)
     threshold: Optional[float]  # certified on the test half; None: no threshold reaches the target
     selection: ThresholdSelection
     calibration_n: int
     test_n: int
-    coverage: float  # test half: share of in-scope requests served locally
-    served_agreement: Optional[float]  # test half: agreement among served requests
-    out_of_scope_n: int
-    out_of_scope_escalated: Optional[float]  # test half: share of out-of-scope requests escalated
+    coverage: float  # test half: share of in-scope rows served locally
+    served_agreement: Optional[float]  # test half: agreement among served rows, against the certification reference
+    out_of_scope_n: int  # test half
+    out_of_scope_escalated: Optional[float]  # test half: share of out-of-scope rows escalated
+    # Simulated traffic only (the simulator's gold), never on a decision path: accuracy on the test
+    # half of the routed system (served rows answered locally, the rest by the frontier) and of
+    # sending everything to the frontier. None when the holdout has no simulator gold.
+    sim_accuracy_routed: Optional[float] = None
+    sim_accuracy_all_frontier: Optional[float] = None
     # Drawn in the plots; not carried in the JSON report.
     curve: list[CurvePoint] = Field(default_factory=list, exclude=True)
     confusions: list[Confusion] = Field(default_factory=list)
+
+
+class Throughput(StageResult):
+    """Requests/s as served, measured on the holdout prompts in arrival order (not sorted by length)."""
+
+    device_kind: str  # cpu, or the GPU's name (lower-case, dashes): what local_price_per_hour is looked up by
+    load_seconds: float  # loading the model: reported, not in the rates
+    one_at_a_time_requests_per_s: float  # each request alone (batch of 1)
+    batched_requests_per_s: float  # micro-batches of batch_size, as the router batches concurrent requests
+    batch_size: int
+    one_at_a_time_n: int  # requests timed one at a time (a sample of the holdout on a slow device)
 
 
 class EvalReport(StageResult):
@@ -45,10 +65,17 @@ class EvalReport(StageResult):
     dataset_version: str
     n: int
     target_agreement: float
-    requests_per_s: float
-    coverage: float  # all task types, test halves, in-scope
-    cost: CostEstimate
+    certified_against: str
+    coverage: float  # all task types, test halves, in-scope rows served
+    throughput: Throughput
+    cost: CostEstimate  # at the router's batching (batched_requests_per_s)
+    cost_one_at_a_time: CostEstimate  # every request alone: the cost with no concurrent traffic
     tasks: dict[str, TaskReport]
+
+    @property
+    def requests_per_s(self) -> float:
+        """The throughput the cost is computed at (the router's batching)."""
+        return self.cost.local_requests_per_s
 
 
 def log_evaluation(
