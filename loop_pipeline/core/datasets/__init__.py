@@ -1,7 +1,10 @@
-"""Versioned datasets from scored traces: redacted, deduplicated, split by group with a frozen holdout.
+"""Versioned datasets from scored traces: redacted, split by group with a frozen holdout.
 
 :func:`curate_examples` (:mod:`.curate`) decides, per trace, what it can teach (an SFT target, a
-KTO label, a DPO pair) and where it belongs (train or holdout, :mod:`.split`);
+KTO label, a DPO pair) and where it belongs (train or holdout, :mod:`.split`). Train keeps the
+traces that teach something, deduplicated; the holdout keeps every trace of its groups (the
+traffic the router will see), each with a ``reference`` and its ``reference_source`` (review,
+edit, accepted_scored, or frontier_unverified: the frontier's output that nothing vouches for);
 :func:`build_datasets` (:mod:`.shape`) shapes the four datasets in trl's conversational formats;
 :func:`write_version` (:mod:`.store`) stores them as Parquet with a dataset card under a
 content-hash version that is never rewritten; :func:`build_dataset_version` (:mod:`.build`) does
@@ -11,7 +14,7 @@ load ``configs/datasets.yaml``, ``redaction.yaml`` and ``dedup.yaml``.
 
 from loop_pipeline.core.datasets.build import build_dataset_version, config_hash
 from loop_pipeline.core.datasets.config import GROUP_KEYS, DatasetConfig
-from loop_pipeline.core.datasets.curate import NEGATIVE_SIGNALS, Curation, curate_examples
+from loop_pipeline.core.datasets.curate import NEGATIVE_SIGNALS, REFERENCE_SOURCES, Curation, curate_examples
 from loop_pipeline.core.datasets.lineage import log_version_to_mlflow
 from loop_pipeline.core.datasets.shape import DATASET_NAMES, build_datasets, counts_by_task
 from loop_pipeline.core.datasets.split import assign_groups
@@ -22,6 +25,7 @@ __all__ = [
     "DATASET_NAMES",
     "GROUP_KEYS",
     "NEGATIVE_SIGNALS",
+    "REFERENCE_SOURCES",
     "Curation",
     "DatasetConfig",
     "assign_groups",

@@ -16,7 +16,10 @@ def _assistant(text: pl.Expr) -> pl.Expr:
 
 
 def build_datasets(examples: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """sft (messages), kto (prompt, completion, label), dpo (prompt, chosen, rejected), holdout."""
+    """sft (messages), kto (prompt, completion, label), dpo (prompt, chosen, rejected) from the train
+    rows; holdout (prompt, reference, reference_source, frontier_output, sim_gold) from every
+    holdout row (reference_source: review, edit, accepted_scored or frontier_unverified, see
+    :data:`~loop_pipeline.core.datasets.curate.REFERENCE_SOURCES`)."""
     train = examples.filter(pl.col("split") == "train")
     prompt = pl.col("messages").alias("prompt")
     sft = train.filter(pl.col("target").is_not_null()).select(
@@ -41,16 +44,16 @@ def build_datasets(examples: pl.DataFrame) -> dict[str, pl.DataFrame]:
         _assistant(pl.col("target")).alias("chosen"),
         _assistant(pl.col("output")).alias("rejected"),
     )
-    holdout = examples.filter((pl.col("split") == "holdout") & pl.col("target").is_not_null()).select(
+    # Every trace of the holdout groups, with or without a curated reference: the traffic the
+    # router will see. The simulator's gold is kept for measuring only (never a decision input).
+    holdout = examples.filter(pl.col("split") == "holdout").select(
         "trace_id",
         "task_type",
         "group_key",
         prompt,
-        pl.col("target").alias("reference"),
-        pl.col("target_source").alias("reference_source"),
+        "reference",
+        "reference_source",
         pl.col("output").alias("frontier_output"),
-        # Gold where known: the human reviewer's label (the simulator's gold is kept apart, for measuring).
-        pl.when(pl.col("reviewed")).then(pl.col("review_label")).alias("gold"),
         "sim_gold",
     )
     return {
