@@ -35,26 +35,38 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _alias_version(client, name: str, alias: str) -> str | None:
+# What the pinned MLflow (3.x) raises when the registered model does not exist, on every store
+# (SQL, and a tracking server relaying it as JSON). A plain HTTP 404 from something that is not an
+# MLflow server is ENDPOINT_NOT_FOUND instead, and is an error like any other.
+_MODEL_NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+
+
+def _registered_model(client, name: str):
+    """The registered model; None only on a confirmed "not found". Any other registry error
+    (unreachable, permission, a malformed response) propagates: it does not mean "no model"."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(client.get_model_version_by_alias(name, alias).version)
+        return client.get_registered_model(name)
     except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        if exc.error_code == _MODEL_NOT_FOUND and "not found" in exc.message.lower():
             return None
         raise
+
+
+def _alias_version(client, name: str, alias: str) -> str | None:
+    """The version ``alias`` points at: None when the model or the alias does not exist. Read from
+    the registered model's alias map, not by asking for the alias: a missing alias is reported as
+    INVALID_PARAMETER_VALUE, the same code as a malformed request, so an error cannot say "none"."""
+    registered = _registered_model(client, name)
+    if registered is None:
+        return None
+    version = (registered.aliases or {}).get(alias)
+    return str(version) if version is not None else None
 
 
 def current_champion(client, name: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise
+    """The champion's version; None only when the registry confirms there is none."""
     return _alias_version(client, name, CHAMPION)
 
 
@@ -63,13 +75,7 @@ def register_version(
 ) -> str:
     """A new model version of ``name`` (created if needed) from ``source``: the artifact location of
     an MLflow model (with ``model_id``, the logged model it is), or any artifact URI."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
+    if _registered_model(client, name) is None:
         client.create_registered_model(name, description="Fine-tuned small model served by the loop_pipeline router.")
     version = client.create_model_version(
         name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()}, description=description, model_id=model_id

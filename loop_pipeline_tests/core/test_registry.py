@@ -122,3 +122,88 @@ def test_champion_version_is_one_cheap_read_of_the_alias(client, tmp_path):
     rollback(client, NAME, "back")
     assert (champion_version(target, NAME), champion_version(target, NAME, PREVIOUS)) == (v1, v2)
     assert champion_version(target, NAME, "no-such-alias") is None
+
+
+def test_no_champion_only_when_the_registry_says_so(client, tmp_path):
+    client, target = client
+    assert current_champion(client, NAME) is None  # no registered model
+    v1, v2 = _versions(client, target, tmp_path, 2)
+    assert current_champion(client, NAME) is None  # versions, no alias
+    client.set_registered_model_alias(NAME, PREVIOUS, v1)
+    assert current_champion(client, NAME) is None  # another alias is not the champion
+    client.set_registered_model_alias(NAME, CHAMPION, v2)
+    assert current_champion(client, NAME) == v2
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Registry:
+    """A stand-in registry server answering every request with one fixed HTTP response."""
+
+    def __init__(self, status: int, body: str, content_type: str = "application/json") -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        reply = (status, body.encode(), content_type)
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                code, payload, kind = reply
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args) -> None:  # keep pytest output clean
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def quick_http(monkeypatch):
+    """No retries: an unreachable registry fails in seconds instead of minutes."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+def test_a_registry_error_is_not_a_missing_champion(quick_http):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    dead = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(MlflowException, match="127.0.0.1"):
+        current_champion(MlflowClient(tracking_uri=dead, registry_uri=dead), NAME)
+
+    refusals = [
+        (403, '{"error_code": "PERMISSION_DENIED", "message": "no access to registered model"}', "application/json"),
+        (200, "<html>a proxy login page</html>", "text/html"),  # malformed: not the registry's JSON
+        (404, "<html>Not Found</html>", "text/html"),  # not an MLflow server: ENDPOINT_NOT_FOUND
+        (500, '{"error_code": "INTERNAL_ERROR", "message": "database is locked"}', "application/json"),
+    ]
+    for status, body, kind in refusals:
+        with _Registry(status, body, kind) as uri:
+            with pytest.raises(MlflowException):
+                current_champion(MlflowClient(tracking_uri=uri, registry_uri=uri), NAME)
+
+    # The server's own "not found" for the model is the one answer that means "no champion".
+    missing = f'{{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Registered Model with name={NAME} not found"}}'
+    with _Registry(404, missing) as uri:
+        assert current_champion(MlflowClient(tracking_uri=uri, registry_uri=uri), NAME) is None
