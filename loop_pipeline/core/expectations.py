@@ -101,6 +101,8 @@ def no_sensitive_text(
 ) -> Outcome:
     validator = validator or _Validator()
     rows = _text_rows(datasets).with_columns(redaction.find_sensitive_expr(pl.col("text"), redaction_config).alias("sensitive"))
+    if rows.height == 0:
+        return Outcome(False, "no text field in any dataset: nothing to check for PII or secrets", {"texts_checked": 0})
     result = validator.validate(
         rows.select("trace_id", "dataset", "sensitive"),
         validator.gx.expectations.ExpectColumnValuesToBeInSet(column="sensitive", value_set=[False]),
@@ -128,6 +130,9 @@ def holdout_disjoint(
         [prompts(datasets["sft"], "messages"), prompts(datasets["kto"], "prompt"), prompts(datasets["dpo"], "prompt")]
     ).unique("trace_id", keep="first", maintain_order=True)
     holdout = prompts(datasets["holdout"], "prompt")
+    if train.height == 0 or holdout.height == 0:
+        empty = "holdout" if holdout.height == 0 else "training set"
+        return Outcome(False, f"the {empty} has no prompts: nothing to check for overlap", {"train_prompts": train.height, "holdout_prompts": holdout.height})
     leaks = dedup.overlapping_ids(train, holdout, "trace_id", "prompt_text", dedup_config)
     result = validator.validate(leaks.select("trace_id"), validator.gx.expectations.ExpectTableRowCountToEqual(value=0))
     return Outcome(
@@ -137,23 +142,51 @@ def holdout_disjoint(
     )
 
 
+def _label_shares_scope(datasets: Mapping[str, pl.DataFrame], classification: list[str]) -> tuple[list[str], list[str]]:
+    """Configured classification task types with sft rows, and those with holdout traffic but no sft row."""
+    in_sft = set(datasets["sft"].get_column("task_type").unique().to_list())
+    in_holdout = set(datasets["holdout"].get_column("task_type").unique().to_list())
+    checked = [t for t in classification if t in in_sft]
+    untrained = [t for t in classification if t in in_holdout and t not in in_sft]
+    return checked, untrained
+
+
 def label_shares_within_bounds(
     datasets: Mapping[str, pl.DataFrame], tasks: TasksConfig, config: DatasetConfig, validator: _Validator | None = None
 ) -> Outcome:
+    """No label above ``max_label_share`` of its classification task's sft rows.
+
+    Never passes with nothing to check: with classification task types in tasks.yaml, it fails when
+    none of them has an sft row, and when one has holdout traffic but no sft row (the traffic has it,
+    training does not). A configured type with neither sft nor holdout rows is not this version's
+    traffic (listed in details). Not applicable, and says so, only when tasks.yaml configures no
+    classification task type at all."""
+    classification = sorted(name for name, spec in tasks.tasks.items() if spec.kind == "classification")
+    if not classification:
+        return Outcome(True, "not applicable: tasks.yaml configures no classification task type", {"applicable": False})
+    checked, untrained = _label_shares_scope(datasets, classification)
+    absent = sorted(set(classification) - set(checked) - set(untrained))
+    scope = {"applicable": True, "checked_task_types": checked, "no_sft_rows": untrained, "absent_task_types": absent}
+    if not checked:
+        return Outcome(
+            False,
+            f"no sft row of any classification task type configured in tasks.yaml ({', '.join(classification)}): "
+            "no label shares to check (remove them from tasks.yaml if this traffic has none)",
+            scope,
+        )
+    if untrained:
+        return Outcome(False, f"classification task types with holdout traffic but no sft rows: {', '.join(untrained)}", scope)
     validator = validator or _Validator()
-    classification = [name for name, spec in tasks.tasks.items() if spec.kind == "classification"]
     target = pl.col("messages").list.last().struct.field("content")
     shares = (
         datasets["sft"]
-        .filter(pl.col("task_type").is_in(classification))
+        .filter(pl.col("task_type").is_in(checked))
         .group_by("task_type", target.alias("label"))
         .len("rows")
         .with_columns((pl.col("rows") / pl.col("rows").sum().over("task_type")).alias("share"))
         .with_columns(pl.concat_str("task_type", pl.lit("/"), "label").alias("task_label"))
         .sort("share", descending=True)
     )
-    if shares.height == 0:
-        return Outcome(True, "no classification rows to check", {})
     result = validator.validate(
         shares.select("task_label", "share"),
         validator.gx.expectations.ExpectColumnValuesToBeBetween(column="share", max_value=config.max_label_share),
@@ -162,8 +195,8 @@ def label_shares_within_bounds(
     top = {r["task_label"]: round(r["share"], 4) for r in shares.head(5).iter_rows(named=True)}
     return Outcome(
         bool(result.success),
-        f"no label above {config.max_label_share:.0%} of its task's sft rows" if result.success else f"labels above {config.max_label_share:.0%}: {[r['task_label'] for r in _unexpected(result)]}",
-        {"top_shares": top},
+        f"no label above {config.max_label_share:.0%} of its task's sft rows ({', '.join(checked)})" if result.success else f"labels above {config.max_label_share:.0%}: {[r['task_label'] for r in _unexpected(result)]}",
+        {**scope, "top_shares": top},
     )
 
 
@@ -175,6 +208,8 @@ def no_empty_targets(datasets: Mapping[str, pl.DataFrame], validator: _Validator
             datasets["holdout"].select("trace_id", pl.col("reference").alias("target")),
         ]
     ).with_columns(pl.col("target").fill_null("").str.strip_chars().str.len_chars().alias("length"))
+    if targets.height == 0:
+        return Outcome(False, "no sft target and no holdout reference: nothing to check", {"targets": 0, "empty": 0})
     result = validator.validate(
         targets.select("trace_id", "length"),
         validator.gx.expectations.ExpectColumnValuesToBeBetween(column="length", min_value=1),
