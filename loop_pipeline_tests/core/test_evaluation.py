@@ -1,6 +1,7 @@
-"""Evaluation pieces without a model: agreement per task kind, the threshold's guarantee on fresh
-samples, the paired regression test, the cost formula, the gate's reasons, the typed
-configuration and stage results, and registration's refusals."""
+"""Evaluation pieces: agreement per task kind, the threshold's guarantee on fresh samples, the paired
+regression test, the cost formula at the rates measured as served and the device's price, the
+gate's reasons (no part passes with nothing to look at), the typed configuration and stage
+results, and registration's refusals. Answer scoring: test_evaluation_answers.py."""
 
 from __future__ import annotations
 
@@ -75,31 +76,6 @@ def test_threshold_refuses_when_agreement_is_low_everywhere():
     assert min_testable(0.95, 0.1) == 45
 
 
-def test_escalation_answers_are_never_served_and_out_of_scope_is_measured():
-    n = 400
-    trace_ids = [f"t{i:04d}" for i in range(n)]
-    oos = [i % 5 == 0 for i in range(n)]
-    holdout = pl.DataFrame(
-        {
-            "trace_id": trace_ids,
-            "task_type": ["intent"] * n,
-            "reference": ["out_of_scope" if o else "balance" for o in oos],
-            "gold": [None] * n,
-            "sim_gold": ["out_of_scope" if o else "balance" for o in oos],
-        }
-    )
-    answers = ["out_of_scope" if o else "balance" for o in oos]
-    confidence = np.full(n, 0.99)
-    tasks = TasksConfig(tasks={"intent": TaskSpec(name="intent", kind="classification", escalation_labels=("out_of_scope",))})
-    reports, per_example = evaluate_answers(holdout, answers, confidence, tasks, EvalConfig())
-    report = reports["intent"]
-    assert report.threshold is not None
-    assert report.coverage == 1.0 and report.served_agreement == 1.0
-    assert report.out_of_scope_escalated == 1.0  # answered out_of_scope: escalated, not served
-    assert not per_example.filter(pl.col("out_of_scope")).get_column("served").any()
-    assert report.calibration_n + report.test_n == n
-
-
 def test_paired_regression_detects_a_worse_candidate():
     ids = [f"t{i}" for i in range(300)]
     champion = pl.DataFrame({"trace_id": ids, "agrees": [True] * 300})
@@ -120,17 +96,43 @@ def test_blended_cost_counts_both_calls_on_escalation():
         blended_cost(0.8, 0.0, 0.72, 1.0)
 
 
-def _report(threshold: float | None, coverage: float, selection: dict):
-    from loop_pipeline.core.evaluation import EvalReport, TaskReport, ThresholdSelection
+def _task(name: str, n: int, threshold: float | None, coverage: float, selection: dict):
+    from loop_pipeline.core.evaluation import TaskReport, ThresholdSelection
 
-    task = TaskReport(
-        task_type="intent", kind="classification", n=100, n_in_scope=90, agreement=0.7, accuracy_vs_gold=None,
-        accuracy_vs_sim_gold=None, threshold=threshold, selection=ThresholdSelection(n_min=45, **selection),
-        calibration_n=50, test_n=50, coverage=coverage, served_agreement=None, out_of_scope_n=10, out_of_scope_escalated=1.0,
+    return TaskReport(
+        task_type=name, kind="classification", n=n, n_in_scope=n - 10, n_with_reference=n // 2,
+        reference_sources={"review": n // 2, "frontier_unverified": n - n // 2}, agreement_frontier=0.7, agreement_reference=0.72,
+        certified_against="reference", threshold=threshold, selection=ThresholdSelection(n_min=45, **selection),
+        calibration_n=n // 2, test_n=n - n // 2, coverage=coverage, served_agreement=None, out_of_scope_n=10, out_of_scope_escalated=1.0,
     )
-    cost = blended_cost(coverage, 0.01, 0.1, 10.0)
-    return EvalReport(model="m", dataset_version="ds-x", n=100, target_agreement=0.95, requests_per_s=10.0, coverage=coverage,
-                      cost=cost, tasks={"intent": task})
+
+
+def _report(threshold: float | None, coverage: float, selection: dict, tasks: dict | None = None):
+    from loop_pipeline.core.evaluation import EvalReport
+    from loop_pipeline.core.evaluation.report import Throughput
+
+    throughput = Throughput(device_kind="cpu", load_seconds=1.5, one_at_a_time_requests_per_s=2.0, batched_requests_per_s=10.0,
+                            batch_size=32, one_at_a_time_n=64)
+    return EvalReport(
+        model="m", dataset_version="ds-x", n=100, target_agreement=0.95, certified_against="reference", coverage=coverage,
+        throughput=throughput, cost=blended_cost(coverage, 0.01, 0.1, 10.0),
+        cost_one_at_a_time=blended_cost(coverage, 0.01, 0.1, 2.0, "measured_one_at_a_time"),
+        tasks=tasks if tasks is not None else {"intent": _task("intent", 100, threshold, coverage, selection)},
+    )
+
+
+CERTIFIED = {"threshold": 0.9, "selected": 0.9, "calibration_p": 0.01, "test_p": 0.02}
+ALL_CHECKS = ("training_datasets_have_min_rows_per_task", "training_datasets_have_no_empty_targets")
+TRAINED = {"intent": 400}
+
+
+def _checks(**results: bool):
+    from loop_pipeline.core.evaluation.gate import DatasetChecks
+
+    return DatasetChecks(required=ALL_CHECKS, results=results)
+
+
+PASSED_CHECKS = {name: True for name in ALL_CHECKS}
 
 
 def test_gate_lists_every_failing_reason():
@@ -139,7 +141,8 @@ def test_gate_lists_every_failing_reason():
     report = _report(None, 0.0, {"threshold": None, "selected": 0.99, "calibration_p": 0.01, "test_p": 0.4})
     regression = PairedComparison(regression=True, paired_n=100, candidate_agreement=0.7, champion_agreement=0.9,
                                   champion_only_right=25, candidate_only_right=5, p_value=0.0001)
-    decision = gate_decision(report, EvalConfig(), regression, {"training_datasets_have_no_empty_targets": False})
+    checks = _checks(training_datasets_have_min_rows_per_task=True, training_datasets_have_no_empty_targets=False)
+    decision = gate_decision(report, EvalConfig(), regression, checks, TRAINED)
     assert decision.promote is False
     parts = decision.parts
     assert "no confidence threshold reaches 95% agreement" in parts.target_at_min_coverage.reasons[0]
@@ -147,18 +150,73 @@ def test_gate_lists_every_failing_reason():
     assert not parts.no_regression.passed and "champion 0.900" in parts.no_regression.reasons[0]
     assert parts.dataset_checks.reasons == ["failed: training_datasets_have_no_empty_targets"]
     assert len(decision.failing_reasons()) == 3
-    assert gate_decision(report, EvalConfig(), None, None).parts.dataset_checks.passed is False
 
 
-def test_gate_passes_a_certified_threshold_and_refuses_low_coverage():
-    selection = {"threshold": 0.9, "selected": 0.9, "calibration_p": 0.01, "test_p": 0.02}
-    checks = {"training_datasets_have_no_empty_targets": True}
-    passed = gate_decision(_report(0.9, 0.8, selection), EvalConfig(), None, checks)
+def test_gate_passes_a_certified_threshold_by_the_first_champion_rule_and_refuses_low_coverage():
+    passed = gate_decision(_report(0.9, 0.8, CERTIFIED), EvalConfig(), None, _checks(**PASSED_CHECKS), TRAINED)
     assert passed.promote is True
-    assert passed.parts.no_regression.reasons == ["no champion yet: nothing to regress from"]
-    low = gate_decision(_report(0.9, 0.3, selection), EvalConfig(min_coverage=0.5), None, checks)
+    assert passed.parts.no_regression.reasons == [
+        "no champion yet; first-champion rule: every task type of the training set has >= 50 holdout rows and a confidence "
+        "threshold certified at >= 95% agreement (reference) with confidence 90%, serving >= 50% of its in-scope test "
+        "requests: met"
+    ]
+    assert passed.parts.dataset_checks.reasons == ["all 2 blocking checks recorded and passed for this version"]
+    low = gate_decision(_report(0.9, 0.3, CERTIFIED), EvalConfig(min_coverage=0.5), None, _checks(**PASSED_CHECKS), TRAINED)
     assert low.promote is False
     assert low.parts.target_at_min_coverage.reasons == ["intent: coverage 30.0% at 95% agreement is below the minimum 50%"]
+    # With no champion, the first-champion rule is what stops it: that part fails too, saying so.
+    assert not low.parts.no_regression.passed and low.parts.no_regression.reasons[0].endswith("not met (see target_at_min_coverage)")
+
+
+def test_gate_refuses_a_trained_task_type_without_enough_holdout_rows():
+    good = _task("intent", 100, 0.9, 0.8, CERTIFIED)
+    few = _task("slot_extraction", 12, 0.9, 0.8, CERTIFIED)
+    trained = {"intent": 400, "slot_extraction": 90, "summarization": 60}
+    report = _report(0.9, 0.8, CERTIFIED, tasks={"intent": good, "slot_extraction": few})
+    decision = gate_decision(report, EvalConfig(min_holdout_rows_per_task=50), None, _checks(**PASSED_CHECKS), trained)
+    assert decision.promote is False
+    assert decision.parts.target_at_min_coverage.reasons == [
+        "slot_extraction: 12 holdout rows for a task type with 90 training rows; at least 50 needed to evaluate it",
+        "summarization: 0 holdout rows for a task type with 60 training rows; at least 50 needed to evaluate it",
+    ]
+    # The same report passes when the minimum is met by every trained task type.
+    enough = gate_decision(report, EvalConfig(min_holdout_rows_per_task=10), None, _checks(**PASSED_CHECKS), {"intent": 400, "slot_extraction": 90})
+    assert enough.promote is True
+    untrained = gate_decision(report, EvalConfig(), None, _checks(**PASSED_CHECKS), {})
+    assert untrained.parts.target_at_min_coverage.reasons == [
+        "the dataset version's training set (sft) has no task types: nothing the candidate was trained for"
+    ]
+
+
+def test_gate_refuses_dataset_checks_not_all_recorded_for_the_version():
+    from loop_pipeline.core.evaluation.gate import DatasetChecks
+
+    report = _report(0.9, 0.8, CERTIFIED)
+    partial = gate_decision(report, EvalConfig(), None, _checks(training_datasets_have_no_empty_targets=True), TRAINED)
+    assert partial.promote is False
+    assert partial.parts.dataset_checks.reasons == ["not recorded for this version: training_datasets_have_min_rows_per_task"]
+    nothing = gate_decision(report, EvalConfig(), None, _checks(), TRAINED).parts.dataset_checks
+    assert not nothing.passed and nothing.reasons == [f"not recorded for this version: {', '.join(ALL_CHECKS)}"]
+    both = _checks(training_datasets_have_no_empty_targets=False)
+    assert gate_decision(report, EvalConfig(), None, both, TRAINED).parts.dataset_checks.reasons == [
+        "not recorded for this version: training_datasets_have_min_rows_per_task",
+        "failed: training_datasets_have_no_empty_targets",
+    ]
+    undefined = gate_decision(report, EvalConfig(), None, DatasetChecks(required=(), results={"anything": True}), TRAINED)
+    assert undefined.parts.dataset_checks.reasons == ["no blocking dataset checks are defined: nothing vouches for the dataset version"]
+
+
+def test_costs_use_both_as_served_rates_unless_one_is_configured():
+    from loop_pipeline.core.evaluation.run import costs
+
+    throughput = _report(0.9, 0.8, CERTIFIED).throughput
+    batched, single = costs(0.8, 0.01, 0.72, throughput, EvalConfig())
+    assert (batched.local_requests_per_s, batched.throughput_source) == (10.0, "measured_batched")
+    assert (single.local_requests_per_s, single.throughput_source) == (2.0, "measured_one_at_a_time")
+    assert single.local_cost_per_request == pytest.approx(0.72 / 3600 / 2.0)
+    assert single.blended_cost_ratio > batched.blended_cost_ratio
+    fixed, fixed_single = costs(0.8, 0.01, 0.72, throughput, EvalConfig(local_requests_per_s=5.0))
+    assert fixed == fixed_single and (fixed.local_requests_per_s, fixed.throughput_source) == (5.0, "configured")
 
 
 EVALUATION_YAML = REPO_ROOT / "configs" / "evaluation.yaml"
@@ -177,13 +235,26 @@ def test_eval_config_is_the_project_file():
         ({"batch_size": 0}, "evaluation.yaml: batch_size: Input should be greater than or equal to 1 (got 0)"),
         ({"batch_size": True}, "evaluation.yaml: batch_size: Input should be a valid integer (got True)"),
         ({"dtype": "fp8"}, "evaluation.yaml: dtype: Input should be 'auto', 'float32' or 'bfloat16' (got 'fp8')"),
-        ({"local_price_per_hour": -1}, "local_price_per_hour: Input should be greater than or equal to 0 (got -1)"),
+        ({"local_price_per_hour": -1}, "local_price_per_hour: Input should be a valid dictionary (got -1)"),
+        ({"local_price_per_hour": {"cpu": -1}}, "local_price_per_hour: Value error, device kinds need a name and a price >= 0: ['cpu']"),
+        ({"min_holdout_rows_per_task": 0}, "min_holdout_rows_per_task: Input should be greater than or equal to 1 (got 0)"),
     ],
 )
 def test_eval_config_rejects_bad_values_in_one_line(overrides, message):
     with pytest.raises(ConfigError) as error:
         EvalConfig.from_yaml(EVALUATION_YAML, overrides)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_price_is_the_evaluating_devices():
+    config = EvalConfig.from_yaml(EVALUATION_YAML)
+    assert config.price_per_hour("cpu") == config.local_price_per_hour["cpu"]
+    # The GPU's name as core.models.device_kind writes it, priced by the longest matching key.
+    assert config.price_per_hour("nvidia-h100-80gb-hbm3") == config.local_price_per_hour["nvidia-h100"]
+    priced = EvalConfig(local_price_per_hour={"cpu": 0.1, "nvidia-a100": 3.0, "nvidia-a100-sxm4-80gb": 3.5})
+    assert priced.price_per_hour("nvidia-a100-sxm4-80gb") == 3.5 and priced.price_per_hour("nvidia-a100-pcie-40gb") == 3.0
+    with pytest.raises(ValueError, match=r"no price for device 'nvidia-l40s' \(known: cpu, nvidia-a100, nvidia-a100-sxm4-80gb\); add one"):
+        priced.price_per_hour("nvidia-l40s")
 
 
 def test_frontier_cost_is_the_mean_over_the_holdouts_priced_traces():
@@ -242,10 +313,7 @@ def test_outcome_round_trips_as_json_and_summarizes_like_loop_eval(tmp_path):
     outcome = _outcome(tmp_path, promote=True, from_lineage=True)
     again = EvaluationOutcome.model_validate_json(outcome.model_dump_json())
     assert again == outcome
-    summary = eval_summary(again)
-    assert list(summary) == [
-        "model", "dataset_version", "target_agreement", "tasks", "coverage", "blended_cost_ratio", "requests_per_s", "decision", "mlflow_run_id",
-    ]
+    summary = eval_summary(again)  # its figures: test_evaluation_answers.py
     assert summary["tasks"]["intent"]["coverage_at_target"] == 0.8
     assert summary["decision"] == {
         "promote": True, "reasons": {"target_at_min_coverage": ["why"], "no_regression": ["why"], "dataset_checks": ["why"]},

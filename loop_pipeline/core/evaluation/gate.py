@@ -1,6 +1,10 @@
 """The promotion gate: the candidate reaches the target agreement at the minimum coverage on every
 task type, does not regress against the champion (paired on the same holdout rows), and its
-dataset version passed its blocking checks. Each part passes or says why not."""
+dataset version passed its blocking checks. Each part passes or says why not.
+
+No part passes by having nothing to look at: every task type of the training set must have at least
+``min_holdout_rows_per_task`` holdout rows; every blocking dataset check must have been recorded,
+and passed, for the version; with no champion, the first-champion rule is checked explicitly."""
 
 from __future__ import annotations
 
@@ -25,6 +29,13 @@ class PairedComparison(StageResult):
     p_value: float
     regression: bool
     champion_version: Optional[str] = None
+
+
+class DatasetChecks(StageResult):
+    """The blocking dataset checks for a dataset version: which exist and what was recorded."""
+
+    required: tuple[str, ...]  # every blocking check defined on the dataset version
+    results: dict[str, bool] = {}  # recorded for this version: check name -> passed
 
 
 class GatePart(StageResult):
@@ -80,16 +91,41 @@ def _task_shortfall(name: str, task: TaskReport, config: EvalConfig) -> str | No
     return None
 
 
-def _target_part(report: EvalReport, config: EvalConfig) -> GatePart:
-    short = [why for name, task in report.tasks.items() if (why := _task_shortfall(name, task, config))]
+def _holdout_shortfall(trained_tasks: Mapping[str, int], report: EvalReport, config: EvalConfig) -> list[str]:
+    """A task type the candidate was trained on (and the router would serve) with too few holdout
+    rows to be judged: refused, whatever the other task types show."""
+    minimum = config.min_holdout_rows_per_task
+    short = []
+    for name, trained_rows in sorted(trained_tasks.items()):
+        rows = report.tasks[name].n if name in report.tasks else 0
+        if rows < minimum:
+            short.append(f"{name}: {rows} holdout rows for a task type with {trained_rows} training rows; at least {minimum} needed to evaluate it")
+    return short
+
+
+def _target_part(report: EvalReport, config: EvalConfig, trained_tasks: Mapping[str, int]) -> GatePart:
+    if not trained_tasks:
+        return GatePart(passed=False, reasons=["the dataset version's training set (sft) has no task types: nothing the candidate was trained for"])
     if not report.tasks:
         return GatePart(passed=False, reasons=["the holdout has no task types"])
+    short = _holdout_shortfall(trained_tasks, report, config)
+    short += [why for name, task in report.tasks.items() if (why := _task_shortfall(name, task, config))]
     return GatePart(passed=not short, reasons=short)
 
 
-def _regression_part(regression: PairedComparison | None) -> GatePart:
+def first_champion_rule(config: EvalConfig) -> str:
+    """The rule a candidate meets to become the first champion (nothing to compare it with)."""
+    return (
+        f"every task type of the training set has >= {config.min_holdout_rows_per_task} holdout rows and a confidence "
+        f"threshold certified at >= {config.target_agreement:.0%} agreement ({config.certify_against}) with "
+        f"confidence {1 - config.delta:.0%}, serving >= {config.min_coverage:.0%} of its in-scope test requests"
+    )
+
+
+def _regression_part(regression: PairedComparison | None, target: GatePart, config: EvalConfig) -> GatePart:
     if regression is None:
-        return GatePart(passed=True, reasons=["no champion yet: nothing to regress from"])
+        met = "met" if target.passed else "not met (see target_at_min_coverage)"
+        return GatePart(passed=target.passed, reasons=[f"no champion yet; first-champion rule: {first_champion_rule(config)}: {met}"])
     r = regression
     return GatePart(
         passed=not r.regression,
@@ -101,26 +137,31 @@ def _regression_part(regression: PairedComparison | None) -> GatePart:
     )
 
 
-def _dataset_part(dataset_checks: Mapping[str, bool] | None) -> GatePart:
-    if dataset_checks is None:
-        return GatePart(passed=False, reasons=["no dataset check results recorded for this version"])
-    failed = sorted(name for name, ok in dataset_checks.items() if not ok)
-    return GatePart(
-        passed=not failed and bool(dataset_checks),
-        reasons=[f"failed: {', '.join(failed)}"] if failed else [f"{len(dataset_checks)} checks passed"],
-    )
+def _dataset_part(checks: DatasetChecks) -> GatePart:
+    if not checks.required:
+        return GatePart(passed=False, reasons=["no blocking dataset checks are defined: nothing vouches for the dataset version"])
+    missing = [name for name in checks.required if name not in checks.results]
+    failed = sorted(name for name in checks.required if checks.results.get(name) is False)
+    reasons = [f"not recorded for this version: {', '.join(missing)}"] if missing else []
+    reasons += [f"failed: {', '.join(failed)}"] if failed else []
+    if reasons:
+        return GatePart(passed=False, reasons=reasons)
+    return GatePart(passed=True, reasons=[f"all {len(checks.required)} blocking checks recorded and passed for this version"])
 
 
 def gate_decision(
     report: EvalReport,
     config: EvalConfig,
     regression: PairedComparison | None,
-    dataset_checks: Mapping[str, bool] | None,
+    dataset_checks: DatasetChecks,
+    trained_tasks: Mapping[str, int],
 ) -> GateDecision:
-    """``dataset_checks``: the blocking dataset checks' latest results for the report's version."""
+    """``dataset_checks``: the blocking dataset checks and their results for the report's version;
+    ``trained_tasks``: the training set's rows per task type (the version's sft.parquet)."""
+    target = _target_part(report, config, trained_tasks)
     parts = GateParts(
-        target_at_min_coverage=_target_part(report, config),
-        no_regression=_regression_part(regression),
+        target_at_min_coverage=target,
+        no_regression=_regression_part(regression, target, config),
         dataset_checks=_dataset_part(dataset_checks),
     )
     passed = parts.target_at_min_coverage.passed and parts.no_regression.passed and parts.dataset_checks.passed
