@@ -153,6 +153,26 @@ class Generations:
         return len(self.texts) / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass
+class ServedGenerations:
+    """Answers generated the way the router serves them, and how fast (model load not included)."""
+
+    texts: list[str]
+    confidence: np.ndarray
+    batch_size: int
+    batched_seconds: float  # every prompt, in the order given, in micro-batches of batch_size
+    one_at_a_time_n: int  # the first prompts, each alone (batch of 1)
+    one_at_a_time_seconds: float
+
+    @property
+    def batched_requests_per_s(self) -> float:
+        return len(self.texts) / self.batched_seconds if self.batched_seconds > 0 else 0.0
+
+    @property
+    def one_at_a_time_requests_per_s(self) -> float:
+        return self.one_at_a_time_n / self.one_at_a_time_seconds if self.one_at_a_time_seconds > 0 else 0.0
+
+
 def _tokenizer_of(model_path: str, adapter: str | Path | None):
     """The adapter's tokenizer when it saved one (training does), else the model's."""
     has_own = adapter is not None and Path(adapter, "tokenizer_config.json").is_file()
@@ -172,6 +192,54 @@ def load_for_inference(model_path: str, adapter: str | None = None, dtype: str =
     return model, tokenizer
 
 
+def device_kind(model) -> str:
+    """What prices the hardware a model runs on: ``cpu``, or the CUDA device's name lower-cased
+    with spaces as dashes (``NVIDIA H100 80GB HBM3`` -> ``nvidia-h100-80gb-hbm3``); else the torch
+    device type (``mps``)."""
+    device = model.device
+    if device.type == "cuda":
+        import torch
+
+        return "-".join(torch.cuda.get_device_name(device).lower().split())
+    return device.type
+
+
+def _chat_texts(tokenizer, prompts: Sequence[Sequence[Mapping[str, str]]]) -> list[str]:
+    return [tokenizer.apply_chat_template([dict(m) for m in p], tokenize=False, add_generation_prompt=True) for p in prompts]
+
+
+def _eos_ids(tokenizer) -> list[int]:
+    eos = tokenizer.eos_token_id
+    return sorted(set(eos if isinstance(eos, list) else [eos]))
+
+
+def _generate_batch(model, tokenizer, texts: Sequence[str], eos_ids: Sequence[int], max_new_tokens: int) -> tuple[list[str], list[float]]:
+    """One greedy ``generate`` call on ``texts`` (left padded): answers and their confidence."""
+    import torch
+
+    batch = tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    with torch.no_grad():
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=list(eos_ids),
+        )
+        logprobs = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).float().cpu().numpy()
+    generated = out.sequences[:, batch["input_ids"].shape[1] :].cpu().numpy()
+    answers, confidence = [], []
+    for row, tokens in enumerate(generated):
+        ends = [k for k, t in enumerate(tokens) if int(t) in eos_ids]
+        stop = ends[0] if ends else len(tokens)
+        # Probability of the answer and of stopping there; no end of turn = the answer ran on.
+        confidence.append(float(np.exp(logprobs[row, : min(stop + 1, len(tokens))].sum())) if ends else 0.0)
+        answers.append(tokenizer.decode(tokens[:stop], skip_special_tokens=True).strip())
+    return answers, confidence
+
+
 def generate_with_confidence(
     model,
     tokenizer,
@@ -181,43 +249,67 @@ def generate_with_confidence(
     max_new_tokens: int = 24,
     progress: Callable[[str], None] | None = None,
 ) -> Generations:
-    import torch
-
+    """Answers and confidence for ``prompts``, batched by similar length (least padding: the
+    fastest way to answer a set of prompts, not how the router meets them; see generate_as_served)."""
     say = progress or (lambda _: None)
-    texts = [tokenizer.apply_chat_template([dict(m) for m in p], tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = _chat_texts(tokenizer, prompts)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths together: less padding
-    eos = tokenizer.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos])
+    eos_ids = _eos_ids(tokenizer)
     answers: list[str] = [""] * len(texts)
     confidence = np.zeros(len(texts))
     started = time.perf_counter()
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in index], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        with torch.no_grad():
-            out = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                output_scores=True,
-                return_dict_in_generate=True,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=list(eos_ids),
-            )
-            logprobs = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True).float().cpu().numpy()
-        generated = out.sequences[:, batch["input_ids"].shape[1] :].cpu().numpy()
-        for row, i in enumerate(index):
-            tokens = generated[row]
-            ends = [k for k, t in enumerate(tokens) if int(t) in eos_ids]
-            stop = ends[0] if ends else len(tokens)
-            # Probability of the answer and of stopping there; no end of turn = the answer ran on.
-            confidence[i] = float(np.exp(logprobs[row, : min(stop + 1, len(tokens))].sum())) if ends else 0.0
-            answers[i] = tokenizer.decode(tokens[:stop], skip_special_tokens=True).strip()
+        batch_answers, batch_confidence = _generate_batch(model, tokenizer, [texts[i] for i in index], eos_ids, max_new_tokens)
+        for i, answer, conf in zip(index, batch_answers, batch_confidence):
+            answers[i], confidence[i] = answer, conf
         done = min(start + batch_size, len(order))
         if done == len(order) or (start // batch_size) % 5 == 0:
             elapsed = time.perf_counter() - started
             say(f"  generated {done}/{len(order)} ({done / elapsed:.1f} requests/s)")
     return Generations(answers, confidence, time.perf_counter() - started)
+
+
+def generate_as_served(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[Mapping[str, str]]],
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    one_at_a_time_n: int,
+    progress: Callable[[str], None] | None = None,
+) -> ServedGenerations:
+    """``prompts`` in the order given (their arrival order), answered as the router would: the first
+    ``one_at_a_time_n`` each alone (requests that meet no other), then all of them in consecutive
+    micro-batches of ``batch_size`` (concurrent requests batched as they come, lengths mixed). The
+    answers are the micro-batched ones. One untimed warm-up call first (the router warms up too)."""
+    say = progress or (lambda _: None)
+    texts = _chat_texts(tokenizer, prompts)
+    eos_ids = _eos_ids(tokenizer)
+    if texts:
+        _generate_batch(model, tokenizer, texts[:1], eos_ids, max_new_tokens)
+    single = texts[:one_at_a_time_n]
+    started = time.perf_counter()
+    for text in single:
+        _generate_batch(model, tokenizer, [text], eos_ids, max_new_tokens)
+    single_seconds = time.perf_counter() - started
+    if single:
+        say(f"  one at a time: {len(single)} requests in {single_seconds:.1f} s ({len(single) / single_seconds:.2f} requests/s)")
+    answers: list[str] = []
+    confidence: list[float] = []
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch_size):
+        batch_answers, batch_confidence = _generate_batch(model, tokenizer, texts[start : start + batch_size], eos_ids, max_new_tokens)
+        answers += batch_answers
+        confidence += batch_confidence
+        done = len(answers)
+        if done == len(texts) or (start // batch_size) % 5 == 0:
+            say(f"  micro-batches of {batch_size}: {done}/{len(texts)} ({done / (time.perf_counter() - started):.1f} requests/s)")
+    return ServedGenerations(
+        texts=answers, confidence=np.array(confidence, dtype=float), batch_size=batch_size,
+        batched_seconds=time.perf_counter() - started, one_at_a_time_n=len(single), one_at_a_time_seconds=single_seconds,
+    )
 
 
 def load_adapter_and_generate(

@@ -1,11 +1,20 @@
 """The blended cost ratio (DESIGN.md): every request tries the local model first; escalations also
-pay the frontier. (N x local + escalated x frontier) / (N x frontier)."""
+pay the frontier. (N x local + escalated x frontier) / (N x frontier).
+
+The local cost per request is the evaluating device's price per hour over the requests per second
+measured as served (``run.py``): at the router's micro-batching and one at a time, two estimates."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import polars as pl
 
 from loop_pipeline.core.contracts import StageResult
+
+# Where the requests/s a cost uses came from: measured as served in micro-batches, measured one
+# request at a time, or configs/evaluation.yaml's local_requests_per_s (overrides both).
+ThroughputSource = Literal["measured_batched", "measured_one_at_a_time", "configured"]
 
 
 class CostEstimate(StageResult):
@@ -16,10 +25,15 @@ class CostEstimate(StageResult):
     served_share: float
     local_requests_per_s: float
     local_price_per_hour: float
+    throughput_source: ThroughputSource = "measured_batched"
 
 
 def blended_cost(
-    served_share: float, frontier_cost_per_request: float, local_price_per_hour: float, local_requests_per_s: float
+    served_share: float,
+    frontier_cost_per_request: float,
+    local_price_per_hour: float,
+    local_requests_per_s: float,
+    throughput_source: ThroughputSource = "measured_batched",
 ) -> CostEstimate:
     """Every request tries local first; escalations also pay the frontier (both calls counted)."""
     local = local_price_per_hour / 3600.0 / local_requests_per_s if local_requests_per_s > 0 else float("inf")
@@ -34,6 +48,7 @@ def blended_cost(
         served_share=served_share,
         local_requests_per_s=local_requests_per_s,
         local_price_per_hour=local_price_per_hour,
+        throughput_source=throughput_source,
     )
 
 

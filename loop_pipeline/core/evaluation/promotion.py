@@ -32,8 +32,17 @@ def _version_tags(outcome: EvaluationOutcome, spec: ServingSpec) -> dict[str, st
         "thresholds": json.dumps({name: t.threshold for name, t in report.tasks.items()}),
         "coverage": f"{report.coverage:.4f}",
         "agreement": json.dumps({name: t.served_agreement for name, t in report.tasks.items()}),
+        "agreement_frontier": json.dumps({name: t.agreement_frontier for name, t in report.tasks.items()}),
+        "agreement_reference": json.dumps({name: t.agreement_reference for name, t in report.tasks.items()}),
+        "certified_against": report.certified_against,
         "target_agreement": str(report.target_agreement),
         "cost_ratio": f"{report.cost.blended_cost_ratio:.4f}",
+        "cost_ratio_one_at_a_time": f"{report.cost_one_at_a_time.blended_cost_ratio:.4f}",
+        "requests_per_s": f"{report.cost.local_requests_per_s:.3f}",
+        "requests_per_s_one_at_a_time": f"{report.cost_one_at_a_time.local_requests_per_s:.3f}",
+        "throughput_source": report.cost.throughput_source,
+        "device_kind": report.throughput.device_kind,
+        "local_price_per_hour": f"{report.cost.local_price_per_hour:g}",
         "system_prompt": outcome.candidate.system_prompt,
         # Where training left its folders (informational: serving reads the registered model).
         "merged_path": trained.merged_path or "",
@@ -46,7 +55,8 @@ def _version_tags(outcome: EvaluationOutcome, spec: ServingSpec) -> dict[str, st
 def serving_spec(outcome: EvaluationOutcome, config: EvalConfig, tasks: TasksConfig, max_input_tokens: int | None) -> ServingSpec:
     """What the router needs besides the weights: the evaluation's thresholds and measurements per
     task type, each configured task's kind and escalation labels (a task the holdout did not
-    cover gets no threshold: always escalated), generation settings and cost figures."""
+    cover gets no threshold: always escalated), generation settings and cost figures: the
+    requests/s at the router's micro-batching and the price per hour of the device that measured it."""
     report, trained = outcome.report, outcome.trained
     served = {
         name: TaskServing(
@@ -71,7 +81,7 @@ def serving_spec(outcome: EvaluationOutcome, config: EvalConfig, tasks: TasksCon
         target_agreement=report.target_agreement,
         tasks=served,
         requests_per_s=report.cost.local_requests_per_s,
-        local_price_per_hour=config.local_price_per_hour,
+        local_price_per_hour=report.cost.local_price_per_hour,
         training_run_id=trained.mlflow_run_id,
     )
 
@@ -154,7 +164,8 @@ def register_and_promote(
     report = outcome.report
     reason = (
         f"gate passed: coverage {report.coverage:.1%} at {report.target_agreement:.0%} agreement, "
-        f"cost ratio {report.cost.blended_cost_ratio:.1%} (dataset {report.dataset_version})"
+        f"cost ratio {report.cost.blended_cost_ratio:.1%} at {report.cost.local_requests_per_s:.1f} requests/s on "
+        f"{report.throughput.device_kind} (dataset {report.dataset_version})"
     )
     move = promote(client, config.model_name, version, reason)
     return RegisteredModel(**move.to_dict(), unchanged=False, source=logged.artifact_location, tags=tags)

@@ -1,18 +1,23 @@
 """One candidate, end to end: generate on the holdout, score, compare with the champion, decide
 the gate, write the report folder and log an MLflow run (the ``holdout_eval`` asset calls this).
 
-Answers come from batched greedy generation (left padding) with prompts transformed the way the
-model was trained (``prepare_prompt``). Confidence per example: the probability the model gave its
-own answer (the generated tokens' probabilities up to and including the end of turn).
+The holdout is answered as the router serves it (``generate_as_served``): its prompts in arrival
+order (by ``timestamp`` when the holdout has one, else as stored: never sorted by length),
+transformed the way the model was trained (``prepare_prompt``), greedy, in consecutive micro-batches
+of ``batch_size`` (the router's); the first prompts are also timed one at a time. Those timings,
+model load excluded (and reported), give the requests/s the cost uses; the price per hour is the
+evaluating device's (``EvalConfig.price_per_hour``). Confidence per example: the probability the
+model gave its own answer (the generated tokens' probabilities up to and including the end of turn).
 torch / transformers are imported inside the model functions.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 import polars as pl
 
@@ -20,17 +25,22 @@ from loop_pipeline.core.contracts import TrainedAdapter
 from loop_pipeline.core.evaluation.answers import evaluate_answers
 from loop_pipeline.core.evaluation.candidate import Candidate, champion_candidate, read_holdout
 from loop_pipeline.core.evaluation.config import EvalConfig
-from loop_pipeline.core.evaluation.cost import blended_cost, served_share
-from loop_pipeline.core.evaluation.gate import PairedComparison, gate_decision, paired_regression
+from loop_pipeline.core.evaluation.cost import CostEstimate, blended_cost, served_share
+from loop_pipeline.core.evaluation.gate import DatasetChecks, PairedComparison, gate_decision, paired_regression
 from loop_pipeline.core.evaluation.outcome import EvaluationOutcome
 from loop_pipeline.core.evaluation.plots import save_plots
-from loop_pipeline.core.evaluation.report import EvalReport, log_evaluation
-from loop_pipeline.core.models import generate_with_confidence, load_for_inference, prepare_prompt
+from loop_pipeline.core.evaluation.report import EvalReport, Throughput, log_evaluation
+from loop_pipeline.core.models import device_kind, generate_as_served, load_for_inference, prepare_prompt
 from loop_pipeline.core.tasks import TasksConfig
 from loop_pipeline.core.tracking import TrackingTarget
 
 Progress = Callable[[str], None]
 ChampionLoader = Callable[[object, str, str], Candidate]  # (client, model name, version) -> Candidate
+
+# Requests timed one at a time (the first ones in arrival order): a sample on a CPU, where each
+# takes a fraction of a second; more where the device is fast. Recorded as one_at_a_time_n.
+ONE_AT_A_TIME_SAMPLE = {"cpu": 64}
+ONE_AT_A_TIME_SAMPLE_OTHER_DEVICES = 256
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,27 @@ def _quiet(_: str) -> None:
     """No progress output."""
 
 
+def arrival_order(holdout: pl.DataFrame) -> pl.DataFrame:
+    """The holdout in the order its requests arrived: by ``timestamp`` when it has one, else as stored
+    (by trace id: unrelated to prompt length, unlike a length-sorted batching)."""
+    return holdout.sort("timestamp", maintain_order=True) if "timestamp" in holdout.columns else holdout
+
+
+def one_at_a_time_sample(kind: str) -> int:
+    return ONE_AT_A_TIME_SAMPLE.get(kind, ONE_AT_A_TIME_SAMPLE_OTHER_DEVICES)
+
+
+def costs(share: float, frontier_cost_per_request: float, price_per_hour: float, throughput: Throughput, config: EvalConfig) -> tuple[CostEstimate, CostEstimate]:
+    """At the router's batching and one at a time; a configured local_requests_per_s overrides both."""
+    if config.local_requests_per_s is not None:
+        fixed = blended_cost(share, frontier_cost_per_request, price_per_hour, config.local_requests_per_s, "configured")
+        return fixed, fixed
+    return (
+        blended_cost(share, frontier_cost_per_request, price_per_hour, throughput.batched_requests_per_s, "measured_batched"),
+        blended_cost(share, frontier_cost_per_request, price_per_hour, throughput.one_at_a_time_requests_per_s, "measured_one_at_a_time"),
+    )
+
+
 def evaluate_candidate(
     candidate: Candidate,
     holdout: pl.DataFrame,
@@ -53,27 +84,52 @@ def evaluate_candidate(
     progress: Progress | None = None,
 ) -> Evaluation:
     say = progress or _quiet
+    holdout = arrival_order(holdout)
     prompts = [prepare_prompt(p, candidate.system_prompt) for p in holdout.get_column("prompt").to_list()]
     say(f"evaluating {candidate.label or candidate.model_path} on {len(prompts)} holdout requests (system prompt: {candidate.system_prompt})")
+    started = time.perf_counter()
     model, tokenizer = load_for_inference(candidate.model_path, candidate.adapter_path, config.dtype)
-    generations = generate_with_confidence(
-        model, tokenizer, prompts, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens, progress=say
+    load_seconds = time.perf_counter() - started
+    kind = device_kind(model)
+    price = config.price_per_hour(kind)  # before generating: a device with no price stops here
+    generations = generate_as_served(
+        model, tokenizer, prompts, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+        one_at_a_time_n=one_at_a_time_sample(kind), progress=say,
     )
     reports, per_example = evaluate_answers(holdout, generations.texts, generations.confidence, tasks, config)
-    throughput = config.local_requests_per_s or generations.requests_per_s
-    cost = blended_cost(served_share(per_example), frontier_cost_per_request, config.local_price_per_hour, throughput)
+    throughput = Throughput(
+        device_kind=kind,
+        load_seconds=round(load_seconds, 3),
+        one_at_a_time_requests_per_s=round(generations.one_at_a_time_requests_per_s, 3),
+        batched_requests_per_s=round(generations.batched_requests_per_s, 3),
+        batch_size=config.batch_size,
+        one_at_a_time_n=generations.one_at_a_time_n,
+    )
+    cost, cost_one_at_a_time = costs(served_share(per_example), frontier_cost_per_request, price, throughput, config)
     in_scope_test = per_example.filter((pl.col("split") == "test") & ~pl.col("out_of_scope"))
     report = EvalReport(
         model=candidate.label or candidate.model_path,
         dataset_version=dataset_version,
         n=holdout.height,
         target_agreement=config.target_agreement,
-        requests_per_s=round(generations.requests_per_s, 3),
+        certified_against=config.certify_against,
         coverage=float(in_scope_test.get_column("served").mean()) if in_scope_test.height else 0.0,
+        throughput=throughput,
         cost=cost,
+        cost_one_at_a_time=cost_one_at_a_time,
         tasks=reports,
     )
     return Evaluation(report, per_example)
+
+
+def trained_task_rows(version_dir: Path) -> dict[str, int]:
+    """Rows per task type of the dataset version's training set (sft.parquet): what the candidate
+    was trained for, so what the gate must see evaluated."""
+    path = Path(version_dir) / "sft.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"no training set in {version_dir} (sft.parquet): cannot tell which task types the candidate was trained for")
+    counts = pl.read_parquet(path, columns=["task_type"]).group_by("task_type").len("rows")
+    return {str(task): int(rows) for task, rows in counts.iter_rows()}
 
 
 def _compare_with_champion(
@@ -94,13 +150,23 @@ def _compare_with_champion(
 
 
 def _say_results(say: Progress, outcome: EvaluationOutcome) -> None:
-    for name, task in outcome.report.tasks.items():
+    report = outcome.report
+    for name, task in report.tasks.items():
         say(
-            f"  {name}: agreement {task.agreement:.3f}, threshold {task.threshold}, coverage {task.coverage:.3f} "
-            f"(served agreement {task.served_agreement}), out-of-scope escalated {task.out_of_scope_escalated}"
+            f"  {name}: agreement with the frontier {task.agreement_frontier:.3f}, with the reference "
+            f"{task.agreement_reference}, threshold {task.threshold}, coverage {task.coverage:.3f} (served agreement "
+            f"{task.served_agreement}), out-of-scope escalated {task.out_of_scope_escalated}"
         )
+    t = report.throughput
+    say(
+        f"  {t.device_kind}: {t.batched_requests_per_s:.2f} requests/s in micro-batches of {t.batch_size}, "
+        f"{t.one_at_a_time_requests_per_s:.2f} one at a time ({t.one_at_a_time_n} timed), load {t.load_seconds:.1f} s"
+    )
     verdict = "promote" if outcome.decision.promote else "refuse"
-    say(f"  blended cost ratio {outcome.report.cost.blended_cost_ratio:.4f}; gate: {verdict}")
+    say(
+        f"  blended cost ratio {report.cost.blended_cost_ratio:.4f} batched, {report.cost_one_at_a_time.blended_cost_ratio:.4f} "
+        f"one at a time ({report.cost.throughput_source}); gate: {verdict}"
+    )
 
 
 def run_evaluation(
@@ -110,7 +176,7 @@ def run_evaluation(
     *,
     tracking: TrackingTarget,
     frontier_cost: Callable[[pl.Series], float],
-    dataset_checks: Mapping[str, bool] | None,
+    dataset_checks: DatasetChecks,
     output_dir: Path,
     candidate: Candidate | None = None,
     champion: ChampionLoader = champion_candidate,
@@ -118,11 +184,13 @@ def run_evaluation(
 ) -> EvaluationOutcome:
     """Evaluate ``candidate`` (default: ``trained`` itself) on the holdout of ``trained``'s dataset
     version, and the champion paired on the same rows; decide the gate (``dataset_checks``: the
-    blocking dataset checks' results for that version, None when none were recorded); write
-    ``output_dir`` (report.json, per_example.parquet, plots) and log an MLflow run."""
+    blocking dataset checks and the results recorded for that version; the task types trained on
+    come from the version's sft.parquet); write ``output_dir`` (report.json, per_example.parquet,
+    plots) and log an MLflow run. A registry error reading the champion stops the evaluation."""
     say = progress or _quiet
     version = trained.dataset_version
     holdout = read_holdout(Path(trained.dataset_path), config.max_examples)
+    trained_tasks = trained_task_rows(Path(trained.dataset_path))
     cost = frontier_cost(holdout.get_column("trace_id"))
     from_lineage = candidate is None
     candidate = candidate or Candidate.from_adapter(trained)
@@ -132,7 +200,7 @@ def run_evaluation(
 
     evaluation = run(candidate)
     regression = _compare_with_champion(evaluation, run, tracking, config, champion, say)
-    decision = gate_decision(evaluation.report, config, regression, dataset_checks)
+    decision = gate_decision(evaluation.report, config, regression, dataset_checks, trained_tasks)
     output_dir.mkdir(parents=True, exist_ok=True)
     plots = save_plots(evaluation.report, output_dir)
     evaluation.per_example.write_parquet(output_dir / "per_example.parquet")
