@@ -1,13 +1,17 @@
-"""Scoring a candidate's answers on the holdout: agreement, certified threshold, coverage and
-out-of-scope escalation per task type.
+"""Scoring a candidate's answers on the holdout (every trace of the frozen holdout groups), per
+task type: agreement with the frontier's output and with the curated reference, the certified
+threshold, coverage and out-of-scope escalation; and, on simulated traffic only, accuracy
+against the simulator's gold (reported, never a decision input).
 
 Served locally: confidence >= the task's threshold and the answer is not an escalation label
-(``out_of_scope``). Calibration and test halves come from a stable hash of the trace id.
+(``out_of_scope``). Out of scope: the row's reference is an escalation label (never the
+simulator's gold). Calibration and test halves come from a stable hash of the trace id.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +22,10 @@ from loop_pipeline.core.evaluation.metrics import agrees, normalize_label
 from loop_pipeline.core.evaluation.report import Confusion, TaskReport
 from loop_pipeline.core.evaluation.thresholds import choose_threshold, coverage_agreement_curve
 from loop_pipeline.core.tasks import TasksConfig, TaskSpec
+
+# The reference_source of a row that nothing vouches for: its reference is the frontier's output.
+UNVERIFIED = "frontier_unverified"
+HOLDOUT_COLUMNS = ("trace_id", "task_type", "reference", "reference_source", "frontier_output")
 
 
 def split_of(trace_ids: pl.Series, calibration_fraction: float) -> np.ndarray:
@@ -33,10 +41,16 @@ def evaluate_answers(
     tasks: TasksConfig,
     config: EvalConfig,
 ) -> tuple[dict[str, TaskReport], pl.DataFrame]:
-    """Per task type: its report, and the per-example frame (trace_id, task_type, reference, gold,
-    sim_gold, answer, confidence, split, agrees, served, out_of_scope)."""
+    """Per task type: its report, and the per-example frame (trace_id, task_type, reference,
+    reference_source, frontier_output, sim_gold, answer, confidence, split, agrees (against the
+    certification reference), agrees_frontier, agrees_reference, served, out_of_scope).
+    ``holdout`` needs HOLDOUT_COLUMNS; ``sim_gold`` is optional (absent or null: no sim_ figures)."""
+    missing = [c for c in HOLDOUT_COLUMNS if c not in holdout.columns]
+    if missing:
+        raise ValueError(f"the holdout lacks {', '.join(missing)}: rebuild the dataset version (loop datasets build)")
+    sim_gold = pl.col("sim_gold") if "sim_gold" in holdout.columns else pl.lit(None, dtype=pl.String).alias("sim_gold")
     split = split_of(holdout.get_column("trace_id"), config.calibration_fraction)
-    frame = holdout.select("trace_id", "task_type", "reference", "gold", "sim_gold").with_columns(
+    frame = holdout.select(*HOLDOUT_COLUMNS, sim_gold).with_columns(
         pl.Series("answer", list(answers), dtype=pl.String),
         pl.Series("confidence", confidence, dtype=pl.Float64),
         pl.Series("split", split, dtype=pl.String),
@@ -49,18 +63,55 @@ def evaluate_answers(
     return reports, (pl.concat(frames) if frames else frame)
 
 
-def _task_report(part: pl.DataFrame, spec: TaskSpec, config: EvalConfig) -> tuple[TaskReport, pl.DataFrame]:
+@dataclass(frozen=True)
+class _Rows:
+    """One task type's rows as arrays: the answers, what they are compared with, and the halves."""
+
+    answer: list[str | None]
+    reference: list[str | None]
+    frontier: list[str | None]
+    expected: list[str | None]  # the certification reference
+    curated: np.ndarray  # reference_source is not frontier_unverified
+    agrees_reference: np.ndarray
+    agrees_frontier: np.ndarray
+    agrees: np.ndarray  # against the certification reference
+    local: np.ndarray  # the answer is not an escalation label
+    out_of_scope: np.ndarray  # the reference is an escalation label
+    confidence: np.ndarray
+    test: np.ndarray
+
+
+def _rows(part: pl.DataFrame, spec: TaskSpec, config: EvalConfig) -> _Rows:
     escalation = {normalize_label(x) for x in spec.escalation_labels}
-    reference = part.get_column("reference").to_list()
     answer = part.get_column("answer").to_list()
-    agree = np.array([agrees(spec.kind, a, r, config.summary_threshold) for a, r in zip(answer, reference)], dtype=bool)
-    local = np.array([normalize_label(a) not in escalation for a in answer], dtype=bool)
-    # Out of scope: what the frontier (or the simulator's truth, when kept) calls an escalation.
-    truth = [g if g is not None else r for g, r in zip(part.get_column("sim_gold").to_list(), reference)]
-    out_of_scope = np.array([normalize_label(t) in escalation for t in truth], dtype=bool) if escalation else np.zeros(part.height, bool)
-    conf = part.get_column("confidence").to_numpy()
-    calibration = part.get_column("split").to_numpy() == "calibration"
-    test = ~calibration
+    reference = part.get_column("reference").to_list()
+    frontier = part.get_column("frontier_output").to_list()
+
+    def agreement(expected: list[str | None]) -> np.ndarray:
+        return np.array([agrees(spec.kind, a, e, config.summary_threshold) for a, e in zip(answer, expected)], dtype=bool)
+
+    agrees_reference, agrees_frontier = agreement(reference), agreement(frontier)
+    by_reference = config.certify_against == "reference"
+    return _Rows(
+        answer=answer,
+        reference=reference,
+        frontier=frontier,
+        expected=reference if by_reference else frontier,
+        curated=(part.get_column("reference_source") != UNVERIFIED).to_numpy(),
+        agrees_reference=agrees_reference,
+        agrees_frontier=agrees_frontier,
+        agrees=agrees_reference if by_reference else agrees_frontier,
+        local=np.array([normalize_label(a) not in escalation for a in answer], dtype=bool),
+        out_of_scope=np.array([normalize_label(r) in escalation for r in reference], dtype=bool),
+        confidence=part.get_column("confidence").to_numpy(),
+        test=part.get_column("split").to_numpy() == "test",
+    )
+
+
+def _task_report(part: pl.DataFrame, spec: TaskSpec, config: EvalConfig) -> tuple[TaskReport, pl.DataFrame]:
+    rows = _rows(part, spec, config)
+    conf, agree, local, test = rows.confidence, rows.agrees, rows.local, rows.test
+    calibration = ~test
     choice = choose_threshold(
         (conf[calibration], agree[calibration], local[calibration]),
         (conf[test], agree[test], local[test]),
@@ -68,15 +119,19 @@ def _task_report(part: pl.DataFrame, spec: TaskSpec, config: EvalConfig) -> tupl
         config.delta,
     )
     served = local & (conf >= choice.threshold) if choice.threshold is not None else np.zeros(part.height, bool)
-    in_scope_test, oos_test = test & ~out_of_scope, test & out_of_scope
+    in_scope_test, oos_test = test & ~rows.out_of_scope, test & rows.out_of_scope
+    sources = part.group_by("reference_source").len().sort("reference_source")
+    routed, all_frontier = _sim_accuracy(spec, rows, served, part.get_column("sim_gold").to_list(), config)
     report = TaskReport(
         task_type=spec.name,
         kind=spec.kind,
         n=part.height,
-        n_in_scope=int((~out_of_scope).sum()),
-        agreement=float(agree.mean()) if part.height else 0.0,
-        accuracy_vs_gold=_accuracy(spec, answer, part.get_column("gold").to_list(), config),
-        accuracy_vs_sim_gold=_accuracy(spec, answer, part.get_column("sim_gold").to_list(), config),
+        n_in_scope=int((~rows.out_of_scope).sum()),
+        n_with_reference=int(rows.curated.sum()),
+        reference_sources={str(source): int(n) for source, n in sources.iter_rows()},
+        agreement_frontier=float(rows.agrees_frontier.mean()),
+        agreement_reference=float(rows.agrees_reference[rows.curated].mean()) if rows.curated.any() else None,
+        certified_against=config.certify_against,
         threshold=choice.threshold,
         selection=choice,
         calibration_n=int(calibration.sum()),
@@ -85,26 +140,47 @@ def _task_report(part: pl.DataFrame, spec: TaskSpec, config: EvalConfig) -> tupl
         served_agreement=float(agree[served & test].mean()) if (served & test).any() else None,
         out_of_scope_n=int(oos_test.sum()),
         out_of_scope_escalated=float((~served[oos_test]).mean()) if oos_test.any() else None,
+        sim_accuracy_routed=routed,
+        sim_accuracy_all_frontier=all_frontier,
         curve=coverage_agreement_curve(conf[test], agree[test], local[test]),
-        confusions=worst_confusions(answer, reference, agree),
+        confusions=worst_confusions(rows.answer, rows.expected, agree),
     )
-    scored = part.with_columns(pl.Series("agrees", agree), pl.Series("served", served), pl.Series("out_of_scope", out_of_scope))
+    scored = part.with_columns(
+        pl.Series("agrees", agree),
+        pl.Series("agrees_frontier", rows.agrees_frontier),
+        pl.Series("agrees_reference", rows.agrees_reference),
+        pl.Series("served", served),
+        pl.Series("out_of_scope", rows.out_of_scope),
+    )
     return report, scored
 
 
-def _accuracy(spec: TaskSpec, answers: Sequence[str], truth: Sequence[str | None], config: EvalConfig) -> float | None:
-    pairs = [(a, t) for a, t in zip(answers, truth) if t is not None]
-    if not pairs:
-        return None
-    return sum(agrees(spec.kind, a, t, config.summary_threshold) for a, t in pairs) / len(pairs)
+def _sim_accuracy(
+    spec: TaskSpec, rows: _Rows, served: np.ndarray, sim_gold: Sequence[str | None], config: EvalConfig
+) -> tuple[float | None, float | None]:
+    """Simulated traffic only, test half: accuracy against the simulator's gold of the routed
+    system (served rows answered locally, the rest by the frontier) and of the frontier alone.
+    (None, None) when no test row has gold. Reported only: no decision reads it."""
+    routed, frontier = [], []
+    for i in np.flatnonzero(rows.test):
+        gold = sim_gold[i]
+        if gold is None:
+            continue
+        answer = rows.answer[i] if served[i] else rows.frontier[i]
+        routed.append(agrees(spec.kind, answer, gold, config.summary_threshold))
+        frontier.append(agrees(spec.kind, rows.frontier[i], gold, config.summary_threshold))
+    if not routed:
+        return None, None
+    return sum(routed) / len(routed), sum(frontier) / len(frontier)
 
 
-def worst_confusions(answers: Sequence[str], references: Sequence[str], agree: np.ndarray, top: int = 10) -> list[Confusion]:
-    """The most frequent (frontier answer -> candidate answer) disagreements."""
+def worst_confusions(answers: Sequence[str | None], expected: Sequence[str | None], agree: np.ndarray, top: int = 10) -> list[Confusion]:
+    """The most frequent (expected -> candidate answer) disagreements; expected: the certification
+    reference of each row."""
     counts: dict[tuple[str, str], int] = {}
-    for a, r, ok in zip(answers, references, agree):
+    for a, e, ok in zip(answers, expected, agree):
         if not ok:
-            key = (normalize_label(r)[:80], normalize_label(a)[:80])
+            key = (normalize_label(e)[:80], normalize_label(a)[:80])
             counts[key] = counts.get(key, 0) + 1
     worst = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
-    return [Confusion(frontier=f, candidate=c, count=n) for (f, c), n in worst]
+    return [Confusion(expected=e, candidate=c, count=n) for (e, c), n in worst]

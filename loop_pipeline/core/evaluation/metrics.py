@@ -1,5 +1,6 @@
-"""Agreement with the frontier's output, per task kind: normalized exact match (classification),
-equal tag / slot sets (extraction, tagging), ROUGE-L F1 over a threshold (summarization)."""
+"""Agreement of an answer with an expected text (the frontier's output, or a holdout row's curated
+reference: the caller says which), per task kind: normalized exact match (classification), equal
+tag / slot sets (extraction, tagging), ROUGE-L F1 over a threshold (summarization)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from typing import Any, Optional
 from loop_pipeline.core.contracts import StageResult, TrainedAdapter
 from loop_pipeline.core.evaluation.candidate import Candidate
 from loop_pipeline.core.evaluation.gate import GateDecision, PairedComparison
-from loop_pipeline.core.evaluation.report import EvalReport
+from loop_pipeline.core.evaluation.report import EvalReport, TaskReport
 
 
 class EvaluationOutcome(StageResult):
@@ -35,28 +35,48 @@ class RegisteredModel(StageResult):
     tags: dict[str, str]
 
 
+def _task_summary(t: TaskReport) -> dict[str, Any]:
+    return {
+        "n": t.n,
+        "n_with_reference": t.n_with_reference,
+        "reference_sources": t.reference_sources,
+        "agreement_frontier": t.agreement_frontier,
+        "agreement_reference": t.agreement_reference,
+        "threshold": t.threshold,
+        "coverage_at_target": t.coverage,
+        "served_agreement": t.served_agreement,
+        "out_of_scope_escalated": t.out_of_scope_escalated,
+        # The simulator's gold (simulated traffic only; None otherwise): reported, never decides.
+        "simulated_gold_accuracy": (
+            None
+            if t.sim_accuracy_routed is None
+            else {"routed": t.sim_accuracy_routed, "all_frontier": t.sim_accuracy_all_frontier}
+        ),
+    }
+
+
 def eval_summary(outcome: EvaluationOutcome) -> dict[str, Any]:
     """The one JSON line of `loop eval`."""
     report = outcome.report
+    throughput = report.throughput
     return {
         "model": report.model,
         "dataset_version": report.dataset_version,
         "target_agreement": report.target_agreement,
-        "tasks": {
-            name: {
-                "agreement": t.agreement,
-                "accuracy_vs_gold": t.accuracy_vs_gold,
-                "accuracy_vs_sim_gold": t.accuracy_vs_sim_gold,
-                "threshold": t.threshold,
-                "coverage_at_target": t.coverage,
-                "served_agreement": t.served_agreement,
-                "out_of_scope_escalated": t.out_of_scope_escalated,
-            }
-            for name, t in report.tasks.items()
-        },
+        "certified_against": report.certified_against,
+        "tasks": {name: _task_summary(t) for name, t in report.tasks.items()},
         "coverage": report.coverage,
         "blended_cost_ratio": report.cost.blended_cost_ratio,
+        "blended_cost_ratio_one_at_a_time": report.cost_one_at_a_time.blended_cost_ratio,
         "requests_per_s": report.requests_per_s,
+        "throughput": {
+            "device_kind": throughput.device_kind,
+            "batched_requests_per_s": throughput.batched_requests_per_s,
+            "batch_size": throughput.batch_size,
+            "one_at_a_time_requests_per_s": throughput.one_at_a_time_requests_per_s,
+            "load_seconds": throughput.load_seconds,
+            "local_price_per_hour": report.cost.local_price_per_hour,
+        },
         "decision": {
             "promote": outcome.decision.promote,
             "reasons": {name: part["reasons"] for name, part in outcome.decision.parts.model_dump().items()},

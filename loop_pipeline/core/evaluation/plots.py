@@ -6,6 +6,12 @@ from pathlib import Path
 
 from loop_pipeline.core.evaluation.report import EvalReport
 
+# What the certified agreement is measured against (EvalConfig.certify_against), in words.
+AGAINST = {
+    "reference": "the curated reference (the frontier's output where none)",
+    "frontier": "the frontier's output",
+}
+
 
 def _pyplot():
     import matplotlib
@@ -23,7 +29,7 @@ def _coverage_plot(plt, report: EvalReport, path: Path) -> Path:
         ax.plot([p.coverage for p in points], [p.agreement for p in points], marker=".", label=name)
     ax.axhline(report.target_agreement, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel("coverage (share served locally, test half)")
-    ax.set_ylabel("agreement with the frontier among served")
+    ax.set_ylabel(f"agreement among served, vs\n{AGAINST.get(report.certified_against, report.certified_against)}")
     ax.set_title(f"coverage vs agreement — {report.model}")
     ax.legend()
     fig.tight_layout()
@@ -33,11 +39,12 @@ def _coverage_plot(plt, report: EvalReport, path: Path) -> Path:
 
 
 def _confusions_plot(plt, report: EvalReport, path: Path) -> Path:
-    confusions = [(f"{c.frontier} -> {c.candidate}"[:60], c.count) for t in report.tasks.values() for c in t.confusions][:10]
+    confusions = [(f"{c.expected} -> {c.candidate}"[:60], c.count) for t in report.tasks.values() for c in t.confusions][:10]
     fig, ax = plt.subplots(figsize=(7, 4))
     if confusions:
         ax.barh([c[0] for c in confusions][::-1], [c[1] for c in confusions][::-1])
-    ax.set_xlabel("disagreements (frontier -> candidate)")
+    expected = "frontier" if report.certified_against == "frontier" else "reference"
+    ax.set_xlabel(f"disagreements ({expected} -> candidate)")
     ax.set_title("worst confusions")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -81,31 +81,47 @@ class EvalReport(StageResult):
 def log_evaluation(
     tracking: TrackingTarget, report: EvalReport, promote: bool, folder: Path, training_run_id: str | None
 ) -> str:
-    """One MLflow run (experiment ``loop-evaluation``) with the figures and per-example answers."""
+    """One MLflow run (experiment ``loop-evaluation``) with the figures and per-example answers.
+    ``sim_`` metrics come from the simulator's gold (simulated traffic only) and decide nothing."""
     client = tracking.client()
     experiment = tracking.experiment_id(client, "loop-evaluation")
+    throughput = report.throughput
     metrics: dict[str, float | None] = {
         "coverage": report.coverage,
         "blended_cost_ratio": report.cost.blended_cost_ratio,
+        "blended_cost_ratio_one_at_a_time": report.cost_one_at_a_time.blended_cost_ratio,
         "requests_per_s": report.requests_per_s,
+        "batched_requests_per_s": throughput.batched_requests_per_s,
+        "one_at_a_time_requests_per_s": throughput.one_at_a_time_requests_per_s,
+        "load_seconds": throughput.load_seconds,
     }
     for name, task in report.tasks.items():
         metrics.update(
             {
-                f"{name}/agreement": task.agreement,
+                f"{name}/agreement_frontier": task.agreement_frontier,
+                f"{name}/agreement_reference": task.agreement_reference,
+                f"{name}/n_with_reference": task.n_with_reference,
                 f"{name}/coverage": task.coverage,
                 f"{name}/threshold": task.threshold,
                 f"{name}/served_agreement": task.served_agreement,
                 f"{name}/out_of_scope_escalated": task.out_of_scope_escalated,
-                f"{name}/accuracy_vs_gold": task.accuracy_vs_gold,
-                f"{name}/accuracy_vs_sim_gold": task.accuracy_vs_sim_gold,
+                f"{name}/sim_accuracy_routed": task.sim_accuracy_routed,
+                f"{name}/sim_accuracy_all_frontier": task.sim_accuracy_all_frontier,
             }
         )
     return log_run(
         client,
         experiment,
         f"eval-{report.dataset_version}",
-        params={"target_agreement": report.target_agreement, "n": report.n, "candidate": report.model},
+        params={
+            "target_agreement": report.target_agreement,
+            "certified_against": report.certified_against,
+            "n": report.n,
+            "candidate": report.model,
+            "device_kind": throughput.device_kind,
+            "batch_size": throughput.batch_size,
+            "local_price_per_hour": report.cost.local_price_per_hour,
+        },
         metrics=metrics,
         tags={
             "loop.stage": "evaluation",
