@@ -336,6 +336,23 @@ def test_holdout_shares_no_trace_group_or_prompt_with_train(world, built):
     assert built["dedup"]["train_excluded_near_holdout"] > 0
 
 
+def test_the_holdout_is_every_trace_of_its_groups_whatever_its_feedback(world, built):
+    import hashlib
+
+    holdout = read_version(built)["holdout"]
+    stored = read_assignments(world.root / "datasets")
+    holdout_keys = set(stored.filter(pl.col("split") == "holdout").get_column("group_key"))
+    users = world.scored.select("trace_id", "user_id").iter_rows()
+    expected = {t for t, user in users if "user_id:" + hashlib.sha256(user.encode()).hexdigest()[:16] in holdout_keys}
+    assert set(holdout.get_column("trace_id")) == expected and holdout.height == len(expected)
+    sources = dict(holdout.group_by("reference_source").len().iter_rows())
+    assert set(sources) == {"review", "edit", "accepted_scored", "frontier_unverified"}, sources
+    assert built["rows"]["holdout"] == holdout.height
+    # Nothing vouches for an unverified row: its reference is the frontier's output as is.
+    unverified = holdout.filter(pl.col("reference_source") == "frontier_unverified")
+    assert (unverified.get_column("reference") == unverified.get_column("frontier_output")).all()
+
+
 def test_a_near_duplicate_of_a_holdout_prompt_in_a_train_group_is_excluded(world, built, tmp_path):
     datasets = read_version(built)
     holdout = datasets["holdout"].with_columns(last_user("prompt").alias("text"))
@@ -561,7 +578,8 @@ def test_datasets_load_with_hugging_face_datasets(built, tmp_path):
             assert list(loaded.features) == list(features), name
     holdout = hf.load_dataset(str(Path(built["paths"]["holdout"]).parent), "holdout", cache_dir=cache)["train"]
     assert holdout.num_rows == built["rows"]["holdout"]
-    assert {"prompt", "reference", "frontier_output", "gold", "sim_gold", "group_key"} <= set(holdout.column_names)
+    assert {"prompt", "reference", "reference_source", "frontier_output", "sim_gold", "group_key"} <= set(holdout.column_names)
+    assert "gold" not in holdout.column_names
 
     sft = hf.load_dataset(str(Path(built["paths"]["sft"]).parent), "sft", cache_dir=cache)["train"]
     row = sft[0]
@@ -675,12 +693,11 @@ def small_datasets(
                 "group_key": [f"user_id:h{i}" for i, _ in enumerate(holdout)],
                 "prompt": [messages(system, ("user", r[2])) for r in holdout],
                 "reference": [r[3] for r in holdout],
-                "reference_source": ["output"] * len(holdout),
+                "reference_source": ["accepted_scored"] * len(holdout),
                 "frontier_output": [r[3] for r in holdout],
-                "gold": [None] * len(holdout),
                 "sim_gold": [r[3] for r in holdout],
             },
-            schema_overrides={"prompt": MESSAGES_DTYPE, "reference": pl.String, "gold": pl.String, "frontier_output": pl.String, "sim_gold": pl.String},
+            schema_overrides={"prompt": MESSAGES_DTYPE, "reference": pl.String, "frontier_output": pl.String, "sim_gold": pl.String},
         ),
     }
     return frames

@@ -33,6 +33,8 @@ def examples() -> pl.DataFrame:
                         "output": WRONG[label] if bad else label,
                         "target": label,
                         "target_source": "review" if bad else "output",
+                        "reference": label,  # a holdout row's reference (curate_examples sets both)
+                        "reference_source": "review" if bad else "accepted_scored",
                         "output_is_bad": bad,
                         "split": "train",
                         "group_key": f"prompt:{n}",
