@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import Annotated, Any, Literal, Optional
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, Mapping, Optional
 
 from pydantic import Field, field_validator, model_validator
 
 from loop_pipeline.config import ConfigModel
 
-__all__ = ["DEFAULT_TASK_TYPES", "DatasetName", "SimulationConfig"]
+__all__ = ["DEFAULT_TASK_TYPES", "DatasetName", "NO_MESS", "SimulationConfig"]
 
 DatasetName = Literal["clinc150", "labeled", "restaurant8k", "dialogsum"]
 DEFAULT_TASK_TYPES: dict[str, str] = {
@@ -25,6 +26,28 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
 # Written as-is on every trace, so it must say something: at least one non-space character.
 Name = Annotated[str, Field(pattern=r"\S")]
 ReviewDelay = Annotated[int, Field(ge=0, le=365, strict=True)]
+# Log-normal sigma of the per-example error propensity; beyond 3 a handful of prompts hold every error.
+Concentration = Annotated[float, Field(ge=0.0, le=3.0, strict=True)]
+Label = Annotated[str, Field(min_length=1)]
+
+# The overrides that switch every production mess off: the tidy traffic of the first simulator
+# (edits equal the gold, reviewers never wrong, errors independent coin flips, no repeats, ...).
+NO_MESS: Mapping[str, Any] = MappingProxyType({
+    "reviewer_error_rate": 0.0,
+    "thumbs_down_correct_rate": 0.0,
+    "hallucination_false_flag_rate": 0.0,
+    "edit_partial_rate": 0.0,
+    "edit_wrong_rate": 0.0,
+    "edit_correct_rate": 0.0,
+    "frontier_error_concentration": 0.0,
+    "frontier_error_consistency": 0.0,
+    "out_of_scope_labels": None,
+    "out_of_scope_label_share": 0.0,
+    "repeat_rate": 0.0,
+    "paraphrase_rate": 0.0,
+    "label_drift": 0.0,
+    "multi_turn_rate": 0.0,
+})
 
 
 class SimulationConfig(ConfigModel):
@@ -55,6 +78,21 @@ class SimulationConfig(ConfigModel):
     review_delay_days: tuple[ReviewDelay, ReviewDelay] = (1, 3)
     n_users: Annotated[int, Field(ge=1, le=10_000_000, strict=True)] = 200
     seed: Annotated[int, Field(ge=0, strict=True)] = 0
+    # Production's mess (see NO_MESS for all of it off).
+    reviewer_error_rate: Probability = 0.03
+    thumbs_down_correct_rate: Probability = 0.01
+    hallucination_false_flag_rate: Probability = 0.01
+    edit_partial_rate: Probability = 0.15
+    edit_wrong_rate: Probability = 0.05
+    edit_correct_rate: Probability = 0.005
+    frontier_error_concentration: Concentration = 1.0
+    frontier_error_consistency: Probability = 0.8
+    out_of_scope_labels: Optional[Annotated[list[Label], Field(min_length=1)]] = None
+    out_of_scope_label_share: Probability = 0.1
+    repeat_rate: Probability = 0.15
+    paraphrase_rate: Probability = 0.5
+    label_drift: Probability = 0.3
+    multi_turn_rate: Probability = 0.15
 
     @field_validator("input_path", mode="before")
     @classmethod
@@ -80,6 +118,11 @@ class SimulationConfig(ConfigModel):
     def _distinct_domains(cls, value: list[str] | None) -> list[str] | None:
         return list(dict.fromkeys(value)) if value is not None else None
 
+    @field_validator("out_of_scope_labels")
+    @classmethod
+    def _distinct_labels(cls, value: list[str] | None) -> list[str] | None:
+        return list(dict.fromkeys(value)) if value is not None else None
+
     @field_validator("review_delay_days")
     @classmethod
     def _ordered_delay(cls, value: tuple[int, int]) -> tuple[int, int]:
@@ -95,6 +138,13 @@ class SimulationConfig(ConfigModel):
             )
         if self.domains is not None and self.dataset != "clinc150":
             raise ValueError(f"domains only applies to dataset clinc150, not {self.dataset!r}")
+        if self.out_of_scope_labels is not None and self.dataset not in ("clinc150", "labeled"):
+            raise ValueError(f"out_of_scope_labels only applies to clinc150 and labeled, not {self.dataset!r}")
+        if self.edit_partial_rate + self.edit_wrong_rate > 1.0:
+            raise ValueError(
+                f"edit_partial_rate + edit_wrong_rate must be at most 1 (shares of the same edits), got "
+                f"{self.edit_partial_rate} + {self.edit_wrong_rate}"
+            )
         return self
 
     @property
