@@ -3,6 +3,10 @@
 clinc150 (bundled; intents, out-of-scope queries and domains) | labeled (CSV, TSV, JSONL, JSON or
 Parquet with a text and a label column) | restaurant8k (slot spans, JSON list) | dialogsum
 (dialogues and summaries, JSONL). Parsed files are cached by path, modification time and size.
+
+Labels held out of a classification task (``out_of_scope_labels``, or for labeled files a seeded
+``out_of_scope_label_share``) become unknown intents: they are not listed in the instruction and
+their queries join the out-of-scope pool with gold ``out_of_scope``.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from loop_pipeline.config import ConfigError
 from loop_pipeline.sim.config import SimulationConfig
+from loop_pipeline.sim.streams import seed_sequence
 from loop_pipeline.sim.task_models import (
     OUT_OF_SCOPE,
     ClassificationTask,
@@ -150,6 +156,26 @@ def _same_domain_intents(labels: list[str], domains: Clinc150Domains | None) -> 
     return near
 
 
+def _held_out_labels(config: SimulationConfig, labels: list[str], path: Path) -> set[str]:
+    """The labels traffic treats as unknown intents: those listed, else (labeled files) a seeded share."""
+    if config.out_of_scope_labels is not None:
+        unknown = [label for label in config.out_of_scope_labels if label not in labels]
+        if unknown:
+            raise ConfigError(
+                f"simulation config: out_of_scope_labels names label(s) {', '.join(unknown)} not found in {path}"
+            )
+        held = set(config.out_of_scope_labels)
+    elif config.dataset == "labeled":
+        count = min(int(round(config.out_of_scope_label_share * len(labels))), len(labels) - 2)
+        order = np.random.default_rng(seed_sequence(config.seed, "held_out_labels")).permutation(len(labels))
+        held = {labels[int(i)] for i in order[: max(count, 0)]}
+    else:
+        held = set()
+    if len(labels) - len(held) < 2:
+        raise ConfigError(f"simulation config: out_of_scope_labels leaves fewer than two labels of {path} in scope")
+    return held
+
+
 def _clinc150_task(config: SimulationConfig) -> ClassificationTask:
     path = _input_file(config.input_path) if config.input_path else bundled_clinc150_dir() / "data_full.json"
     splits, domains = _load_clinc150(_file_key(path))
@@ -159,6 +185,11 @@ def _clinc150_task(config: SimulationConfig) -> ClassificationTask:
         allowed = _intents_of_domains(path, config, domains)
         in_rows = [row for row in in_rows if row[1] in allowed]
     in_rows = [row for row in in_rows if row[1] != "oos"]
+    held: set[str] = set()
+    if config.out_of_scope_labels is not None:
+        held = _held_out_labels(config, sorted({intent for _, intent in in_rows}), path)
+        oos_rows = oos_rows + [row for row in in_rows if row[1] in held]
+        in_rows = [row for row in in_rows if row[1] not in held]
     if not in_rows:
         raise ValueError(f"{path}: no in-scope queries to simulate (domains={config.domains})")
     if config.out_of_scope_rate > 0 and not oos_rows:
@@ -180,6 +211,7 @@ def _clinc150_task(config: SimulationConfig) -> ClassificationTask:
         near=_same_domain_intents(labels, domains),
         p_near=_P_SAME_DOMAIN_CONFUSION,
         far_extra=[OUT_OF_SCOPE] if config.out_of_scope_rate > 0 else [],
+        held_out_labels=held,
     )
 
 
@@ -242,21 +274,28 @@ def _labeled_task(config: SimulationConfig) -> ClassificationTask:
     rows = _load_labeled(_file_key(path), config.text_column, config.label_column)
     if not rows:
         raise ValueError(f"{path}: empty dataset: no row has both a text and a label")
-    labels = sorted({label for _, label in rows})
-    if len(labels) < 2:
-        raise ValueError(f"{path}: need at least two distinct labels to simulate classification, found {labels}")
+    all_labels = sorted({label for _, label in rows})
+    if len(all_labels) < 2:
+        raise ValueError(f"{path}: need at least two distinct labels to simulate classification, found {all_labels}")
+    held = _held_out_labels(config, all_labels, path)
+    labels = [label for label in all_labels if label not in held]
     if len(labels) <= _MAX_LISTED_LABELS:
         listing = f"exactly one of these labels: {', '.join(labels)}"
     else:
         listing = f"exactly one of the {len(labels)} labels of the {config.app} label set"
+    # Unknown intents exist only when labels are held out; the app then has an out-of-scope answer.
+    fallback = f" If none of them applies, answer {OUT_OF_SCOPE}." if held else ""
+    oos_traffic = bool(held) and config.out_of_scope_rate > 0
     return ClassificationTask(
         task_type=config.resolved_task_type,
-        instruction=f"Classify the text into {listing}. Answer with the label only.",
-        pool=[Example(text, label, i) for i, (text, label) in enumerate(rows)],
-        oos_pool=[],
+        instruction=f"Classify the text into {listing}.{fallback} Answer with the label only.",
+        pool=[Example(text, label, i) for i, (text, label) in enumerate(r for r in rows if r[1] not in held)],
+        oos_pool=[Example(text, OUT_OF_SCOPE, i) for i, (text, _) in enumerate(r for r in rows if r[1] in held)],
         labels=labels,
         near=_labels_sharing_a_word(labels),
         p_near=_P_SIMILAR_LABEL_CONFUSION,
+        far_extra=[OUT_OF_SCOPE] if oos_traffic else [],
+        held_out_labels=held,
     )
 
 

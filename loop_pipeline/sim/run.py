@@ -5,31 +5,36 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from loop_pipeline.core.costs import PriceTable
-from loop_pipeline.schemas import FEEDBACK_KINDS
-from loop_pipeline.sim.clock import MICROS_PER_HOUR, iso, start_of_day
+from loop_pipeline.sim.clock import MICROS_PER_HOUR, delay, iso, start_of_day
 from loop_pipeline.sim.config import SimulationConfig
 from loop_pipeline.sim.datasets import build_task
-from loop_pipeline.sim.task_models import Example, Task
+from loop_pipeline.sim.hardness import FrontierErrors
+from loop_pipeline.sim.mess import edit_kind, edited_output, false_thumbs_down, review_verdict
+from loop_pipeline.sim.streams import Streams
+from loop_pipeline.sim.summary import SimulationSummary, Tally, summarize
+from loop_pipeline.sim.task_models import OUT_OF_SCOPE, Example, Task
 from loop_pipeline.sim.text import estimate_tokens
+from loop_pipeline.sim.traffic import Pick, Traffic, TrafficDay
 from loop_pipeline.sim.users import (
+    ACTION_DELAYS,
     REVIEWERS,
-    USER_TYPES,
     Event,
     Sessions,
+    Turn,
     UserPopulation,
     hallucination_flag,
     review_event,
     user_events,
     user_reaction,
 )
-from loop_pipeline.sim.writer import AtomicLines, FeedbackQueue, traces_file
+from loop_pipeline.sim.writer import AtomicLines, FeedbackQueue, feedback_record, traces_file
 
 __all__ = ["SimulationSummary", "simulate"]
 
@@ -45,32 +50,8 @@ _LATENCY_PER_INPUT_TOKEN_MS = 0.02
 _LATENCY_PER_OUTPUT_TOKEN_MS = 15.0
 _LATENCY_NOISE_SIGMA = 0.25
 _CHAT_FRAMING_TOKENS = 8
+_TURN_FRAMING_TOKENS = 4  # per message of an earlier turn
 _REVIEW_HOURS = (9, 18)  # reviewers label during working hours (UTC)
-
-
-@dataclass
-class SimulationSummary:
-    dataset: str
-    task_type: str
-    seed: int
-    days: int
-    start_date: str
-    end_date: str
-    traces: int
-    feedback_events: int
-    feedback_by_kind: dict[str, int]
-    frontier_errors: int
-    frontier_error_rate: float
-    human_reviewed: int
-    out_of_scope: int
-    accepted_wrong_rate: dict[str, float | None]
-    last_feedback_date: str | None
-    estimated_frontier_cost_usd: float | None
-    out_dir: str
-    files: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def simulate(
@@ -88,38 +69,13 @@ def simulate(
         raise TypeError(f"simulate() needs a SimulationConfig, got {type(config).__name__}")
     run = _Simulation(config, Path(landing), progress or _quiet)
     for day_index in range(config.days):
-        run.simulate_day(config.start + dt.timedelta(days=day_index))
+        run.simulate_day(day_index)
     run.flush_late_feedback()
     return run.summary(prices)
 
 
 def _quiet(_line: str) -> None:
     """No progress output."""
-
-
-class _Streams:
-    """Independent random streams from one seed, so changing one behaviour leaves the others alone."""
-
-    def __init__(self, seed: int):
-        (self.users, self.traffic, self.ids, self.frontier, self.reactions, self.review) = (
-            np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)
-        )
-
-
-class _Cycler:
-    """Indices of a pool in random order, without replacement until the pool is used up, then again."""
-
-    def __init__(self, size: int, rng: np.random.Generator):
-        self.size, self.rng = size, rng
-        self.order: list[int] = []
-        self.pos = 0
-
-    def next(self) -> int:
-        if self.pos >= len(self.order):
-            self.order = self.rng.permutation(self.size).tolist()
-            self.pos = 0
-        self.pos += 1
-        return self.order[self.pos - 1]
 
 
 @dataclass
@@ -130,56 +86,68 @@ class _DayDraws:
     users: np.ndarray
     from_oos: np.ndarray
     latency_noise: np.ndarray
-    frontier_wrong: np.ndarray
+    frontier_draw: np.ndarray  # uniform: wrong below the example's error propensity
     reviewed: np.ndarray
     review_delay_days: np.ndarray
     review_time: np.ndarray
     reviewer: np.ndarray
+    traffic: TrafficDay  # drift, repeats, paraphrases
+    reviewer_wrong: np.ndarray
+    thumbs_down_correct: np.ndarray
+    false_flag: np.ndarray
+    edit_correct: np.ndarray
+    multi_turn: np.ndarray
 
 
-@dataclass
-class _Tally:
-    traces: int = 0
-    feedback: int = 0
-    wrong: int = 0
-    reviewed: int = 0
-    out_of_scope: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    wrong_by_user_type: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USER_TYPES, 0))
-    accepted_wrong_by_user_type: dict[str, int] = field(default_factory=lambda: dict.fromkeys(USER_TYPES, 0))
-    feedback_by_kind: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FEEDBACK_KINDS, 0))
-    files: list[str] = field(default_factory=list)
-    last_feedback_date: dt.date | None = None
+@dataclass(frozen=True)
+class _Call:
+    """One call of the frontier model as the simulation decided it."""
+
+    trace_id: str
+    called_at: int  # microseconds since the epoch
+    day_start: int
+    user_id: str
+    user_type: str
+    session_id: str
+    pick: Pick
+    previous: Turn | None  # the earlier turn of the conversation this call continues
+    output: str
+
+    @property
+    def example(self) -> Example:
+        return self.pick.example
+
+    @property
+    def correct(self) -> bool:
+        return self.output == self.pick.example.gold
 
 
 class _Simulation:
-    """The state of one run: random streams, users, sessions, the pools and the feedback queue."""
+    """The state of one run: random streams, users, sessions, traffic, frontier errors, feedback queue."""
 
     def __init__(self, config: SimulationConfig, landing: Path, say: Callable[[str], None]):
         self.config, self.landing, self.say = config, landing, say
         self.task: Task = build_task(config)
-        self.rng = _Streams(config.seed)
+        self.rng = Streams(config.seed)
         self.users = UserPopulation.draw(config, self.rng.users)
         self.sessions = Sessions(self.rng.ids)
-        self.in_scope = _Cycler(len(self.task.pool), self.rng.traffic)
-        self.out_of_scope = _Cycler(len(self.task.oos_pool), self.rng.traffic) if self.task.oos_pool else None
-        self.oos_rate = config.out_of_scope_rate if config.dataset == "clinc150" else 0.0
+        self.traffic = Traffic(self.task, config, self.rng)
+        self.errors = FrontierErrors(self.task, config, self.rng, self.traffic.expected_shares())
         self.system_message = {"role": "system", "content": self.task.instruction}
         self.system_tokens = estimate_tokens(self.task.instruction)
         self.feedback = FeedbackQueue(landing)
-        self.tally = _Tally()
+        self.tally = Tally()
 
-    def simulate_day(self, day: dt.date) -> None:
+    def simulate_day(self, day_index: int) -> None:
+        day = self.config.start + dt.timedelta(days=day_index)
         n = self.config.traces_per_day
-        draws = self._draw_day(n)
+        draws = self._draw_day(day_index, n)
         day_start = start_of_day(day)
         relative = traces_file(day)
         queued_before = self.feedback.generated
         with AtomicLines(self.landing / relative) as writer:
             for i in range(n):
-                called_at = day_start + int(draws.offsets[i])
-                writer.write(self._call(draws, i, called_at, day_start))
+                writer.write(self._call(draws, i, day_start + int(draws.offsets[i]), day_start))
         self.tally.files.append(relative)
         self.say(
             f"{day.isoformat()}: {n} traces, {self.feedback.generated - queued_before} feedback events generated "
@@ -193,70 +161,79 @@ class _Simulation:
         for day in self.feedback.days():
             self._flush(day, late=True)
 
-    def _draw_day(self, n: int) -> _DayDraws:
-        traffic, review = self.rng.traffic, self.rng.review
+    def _draw_day(self, day_index: int, n: int) -> _DayDraws:
+        # The first simulator's draws, in their order, then one array per mess from its own stream
+        # (drawn whatever its rate, so that a rate of 0 moves no other draw of the stream).
+        config, traffic, review = self.config, self.rng.traffic, self.rng.review
         hours = traffic.choice(24, size=n, p=_HOUR_WEIGHTS)
         offsets = np.sort(hours * MICROS_PER_HOUR + traffic.integers(0, MICROS_PER_HOUR, size=n))
-        users = traffic.choice(self.config.n_users, size=n, p=self.users.activity)
-        from_oos = traffic.random(n) < self.oos_rate if self.oos_rate > 0 else np.zeros(n, dtype=bool)
+        users = traffic.choice(config.n_users, size=n, p=self.users.activity)
+        oos_rate = self.traffic.oos_rate
+        from_oos = traffic.random(n) < oos_rate if oos_rate > 0 else np.zeros(n, dtype=bool)
         latency_noise = traffic.lognormal(0.0, _LATENCY_NOISE_SIGMA, size=n)
-        frontier_wrong = self.rng.frontier.random(n) < self.config.frontier_error_rate
-        reviewed = review.random(n) < self.config.human_review_rate
-        low, high = self.config.review_delay_days
+        frontier_draw = self.rng.frontier.random(n)
+        reviewed = review.random(n) < config.human_review_rate
+        low, high = config.review_delay_days
         review_delay_days = review.integers(low, high + 1, size=n)
         first, last = _REVIEW_HOURS
         review_time = review.integers(first * MICROS_PER_HOUR, last * MICROS_PER_HOUR, size=n)
         reviewer = review.integers(0, len(REVIEWERS), size=n)
-        return _DayDraws(offsets, users, from_oos, latency_noise, frontier_wrong, reviewed, review_delay_days,
-                         review_time, reviewer)
-
-    def _next_example(self, from_oos: bool) -> Example:
-        if from_oos and self.out_of_scope is not None:
-            self.tally.out_of_scope += 1
-            return self.task.oos_pool[self.out_of_scope.next()]
-        return self.task.pool[self.in_scope.next()]
+        return _DayDraws(
+            offsets, users, from_oos, latency_noise, frontier_draw, reviewed, review_delay_days, review_time,
+            reviewer,
+            traffic=self.traffic.draw_day(day_index, n),
+            reviewer_wrong=self.rng.reviewer_errors.random(n) < config.reviewer_error_rate,
+            thumbs_down_correct=self.rng.false_thumbs_down.random(n) < config.thumbs_down_correct_rate,
+            false_flag=self.rng.false_flags.random(n) < config.hallucination_false_flag_rate,
+            edit_correct=self.rng.edits.random(n) < config.edit_correct_rate,
+            multi_turn=self.rng.turns.random(n) < config.multi_turn_rate,
+        )
 
     def _call(self, draws: _DayDraws, i: int, called_at: int, day_start: int) -> dict[str, Any]:
         """Play call ``i`` of the day: the trace record to write; its feedback goes to the queue."""
         user = int(draws.users[i])
-        example = self._next_example(bool(draws.from_oos[i]))
-        wrong = bool(draws.frontier_wrong[i])
-        output = self.task.wrong(example, self.rng.frontier) if wrong else example.gold
-        if wrong and output == example.gold:  # every error path returns something else; a guard
-            raise AssertionError("simulated frontier error produced the gold answer")
-        call = _Call(
-            trace_id=self.rng.ids.bytes(16).hex(),
-            called_at=called_at,
-            user_id=self.users.ids[user],
-            user_type=self.users.user_type(user),
-            session_id=self.sessions.session_for(user, called_at),
-            example=example,
-            output=output,
-        )
-        record = self._trace_record(call, float(draws.latency_noise[i]))
-        self._count_call(record, call)
-        events = self._user_and_judge_feedback(call)
+        pick = self.traffic.pick(draws.traffic, i, bool(draws.from_oos[i]))
+        output = self.errors.output(pick.example, pick.pool, float(draws.frontier_draw[i]))
+        trace_id = self.rng.ids.bytes(16).hex()
+        session_id, previous = self.sessions.session_for(user, called_at, resume=bool(draws.multi_turn[i]))
+        self.sessions.remember(user, Turn(called_at, session_id, pick.text, output))
+        call = _Call(trace_id=trace_id, called_at=called_at, day_start=day_start, user_id=self.users.ids[user],
+                     user_type=self.users.user_type(user), session_id=session_id, pick=pick, previous=previous,
+                     output=output)
+        events, edit = self._user_and_judge_feedback(call, draws, i)
+        review = None
         if draws.reviewed[i]:
-            self.tally.reviewed += 1
-            events.append(review_event(
-                self.rng.review, trace_id=call.trace_id, called_at=called_at, day_start=day_start,
-                delay_days=int(draws.review_delay_days[i]), time_of_day=int(draws.review_time[i]),
-                reviewer=int(draws.reviewer[i]), correct=call.correct, gold=example.gold,
-            ))
+            events.append(self._review(call, draws, i))
+            review = "wrong" if draws.reviewer_wrong[i] else "right"
         for when, event in events:
             self.feedback.add(when, event)
+        record = self._trace_record(call, float(draws.latency_noise[i]), edit=edit, review=review)
+        self._count_call(record, call)
         return record
 
-    def _trace_record(self, call: "_Call", latency_noise: float) -> dict[str, Any]:
+    def _messages(self, call: _Call) -> list[dict[str, str]]:
+        """[system, user] or, continuing a conversation, [system, user, assistant, user]: the current
+        question is always the last user message."""
+        if call.previous is None:
+            return [self.system_message, {"role": "user", "content": call.pick.text}]
+        return [self.system_message, {"role": "user", "content": call.previous.text},
+                {"role": "assistant", "content": call.previous.output}, {"role": "user", "content": call.pick.text}]
+
+    def _trace_record(self, call: _Call, latency_noise: float, *, edit: str | None, review: str | None) -> dict[str, Any]:
         """A native trace (the ingest contract, keys in this order); the gold answer only in metadata."""
         config = self.config
-        input_tokens = self.system_tokens + estimate_tokens(call.example.text) + _CHAT_FRAMING_TOKENS
+        messages = self._messages(call)
+        input_tokens = (self.system_tokens + sum(estimate_tokens(m["content"]) for m in messages[1:])
+                        + _CHAT_FRAMING_TOKENS + _TURN_FRAMING_TOKENS * (len(messages) - 2))
         output_tokens = max(1, estimate_tokens(call.output))
         latency = (
             _LATENCY_BASE_MS
             + _LATENCY_PER_INPUT_TOKEN_MS * input_tokens
             + _LATENCY_PER_OUTPUT_TOKEN_MS * output_tokens
         ) * latency_noise
+        sim = {"frontier_correct": call.correct, "user_type": call.user_type, "seed": config.seed,
+               "turns": 1 if call.previous is None else 2, "repeat": call.pick.repeat, "edit_kind": edit,
+               "review": review}
         return {
             "trace_id": call.trace_id,
             "timestamp": iso(call.called_at),
@@ -264,7 +241,7 @@ class _Simulation:
             "app": config.app,
             "model": config.frontier_model,
             "provider": config.provider,
-            "messages": [self.system_message, {"role": "user", "content": call.example.text}],
+            "messages": messages,
             "output": call.output,
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,
@@ -272,31 +249,66 @@ class _Simulation:
             "user_id": call.user_id,
             "session_id": call.session_id,
             "prompt_version": f"{self.task.task_type}-v1",
-            "metadata": {
-                "gold": call.example.gold,
-                "sim": {"frontier_correct": call.correct, "user_type": call.user_type, "seed": config.seed},
-            },
+            "metadata": {"gold": call.example.gold, "sim": sim},
         }
 
-    def _count_call(self, record: dict[str, Any], call: "_Call") -> None:
-        self.tally.traces += 1
-        self.tally.input_tokens += record["input_tokens"]
-        self.tally.output_tokens += record["output_tokens"]
+    def _count_call(self, record: dict[str, Any], call: _Call) -> None:
+        tally = self.tally
+        tally.traces += 1
+        tally.input_tokens += record["input_tokens"]
+        tally.output_tokens += record["output_tokens"]
+        tally.out_of_scope += call.example.gold == OUT_OF_SCOPE
+        tally.count("repeats", call.pick.repeat is not None)
+        tally.count("paraphrased_repeats", call.pick.repeat == "paraphrase")
+        tally.count("multi_turn", call.previous is not None)
         if not call.correct:
-            self.tally.wrong += 1
-            self.tally.wrong_by_user_type[call.user_type] += 1
+            tally.wrong += 1
+            tally.wrong_by_user_type[call.user_type] += 1
 
-    def _user_and_judge_feedback(self, call: "_Call") -> list[Event]:
-        """The user's reaction, then an automated hallucination flag on a wrong output."""
-        rng = self.rng.reactions
-        reaction = user_reaction(rng, self.config, call.user_type, call.correct)
+    def _user_and_judge_feedback(self, call: _Call, draws: _DayDraws, i: int) -> tuple[list[Event], str | None]:
+        """The user's reaction and an automated hallucination flag, with their mess; (events, edit kind)."""
+        config, rng, edits = self.config, self.rng.reactions, self.rng.edits
+        reaction = user_reaction(rng, config, call.user_type, call.correct)
         if reaction == "accepted" and not call.correct:
             self.tally.accepted_wrong_by_user_type[call.user_type] += 1
+        edited = kind = None
+        if reaction == "edited":  # the user edits a wrong output, not always to the gold
+            edited, kind = edited_output(self.task, call.example, call.output, edit_kind(edits, config), edits)
+            self.tally.count("partial_edits", kind == "partial")
+            self.tally.count("wrong_edits", kind == "wrong")
         events = user_events(rng, reaction, trace_id=call.trace_id, called_at=call.called_at,
-                             user_id=call.user_id, correct=call.correct, gold=call.example.gold)
-        if not call.correct and rng.random() < self.config.hallucination_flag_rate:
+                             user_id=call.user_id, correct=call.correct, edited=edited)
+        if not call.correct and rng.random() < config.hallucination_flag_rate:
             events.append(hallucination_flag(rng, self.task, trace_id=call.trace_id, called_at=call.called_at))
-        return events
+        if call.correct:
+            if draws.edit_correct[i]:  # instead of their reaction, the user edits a right answer wrong
+                edited, kind = edited_output(self.task, call.example, call.output, "wrong", edits)
+                when = call.called_at + delay(edits, *ACTION_DELAYS["edited"])
+                events = [(when, feedback_record(call.trace_id, when, "edited", "user", call.user_id,
+                                                 edited_output=edited))]
+                self.tally.count("edits_of_correct")
+            if draws.thumbs_down_correct[i]:
+                events = false_thumbs_down(self.rng.false_thumbs_down, events, trace_id=call.trace_id,
+                                           called_at=call.called_at, user_id=call.user_id)
+                self.tally.count("thumbs_down_on_correct")
+            if draws.false_flag[i]:
+                events.append(hallucination_flag(self.rng.false_flags, self.task, trace_id=call.trace_id,
+                                                 called_at=call.called_at))
+                self.tally.count("false_hallucination_flags")
+        return events, kind
+
+    def _review(self, call: _Call, draws: _DayDraws, i: int) -> Event:
+        """A human review days later; at ``reviewer_error_rate`` the reviewer gets it wrong."""
+        reviewer_wrong = bool(draws.reviewer_wrong[i])
+        value, label = review_verdict(self.rng.reviewer_errors, self.task, call.example, call.output,
+                                      reviewer_wrong=reviewer_wrong)
+        self.tally.reviewed += 1
+        self.tally.count("reviewer_errors", reviewer_wrong)
+        return review_event(
+            self.rng.review, trace_id=call.trace_id, called_at=call.called_at, day_start=call.day_start,
+            delay_days=int(draws.review_delay_days[i]), time_of_day=int(draws.review_time[i]),
+            reviewer=int(draws.reviewer[i]), value=value, label=label,
+        )
 
     def _flush(self, day: dt.date, *, late: bool) -> None:
         flushed = self.feedback.flush(day)
@@ -312,48 +324,6 @@ class _Simulation:
             self.say(f"{day.isoformat()}: {len(records)} late feedback events -> {relative}")
 
     def summary(self, prices: PriceTable) -> SimulationSummary:
-        config, tally = self.config, self.tally
-        # A model without a price has no estimate.
-        price = prices.lookup(config.frontier_model)
-        cost = round(price.cost(tally.input_tokens, tally.output_tokens), 6) if price is not None else None
-        return SimulationSummary(
-            dataset=config.dataset,
-            task_type=self.task.task_type,
-            seed=config.seed,
-            days=config.days,
-            start_date=config.start.isoformat(),
-            end_date=(config.start + dt.timedelta(days=config.days - 1)).isoformat(),
-            traces=tally.traces,
-            feedback_events=tally.feedback,
-            feedback_by_kind=tally.feedback_by_kind,
-            frontier_errors=tally.wrong,
-            frontier_error_rate=tally.wrong / tally.traces if tally.traces else 0.0,
-            human_reviewed=tally.reviewed,
-            out_of_scope=tally.out_of_scope,
-            accepted_wrong_rate={
-                kind: (tally.accepted_wrong_by_user_type[kind] / tally.wrong_by_user_type[kind]
-                       if tally.wrong_by_user_type[kind] else None)
-                for kind in USER_TYPES
-            },
-            last_feedback_date=tally.last_feedback_date.isoformat() if tally.last_feedback_date else None,
-            estimated_frontier_cost_usd=cost,
-            out_dir=str(self.landing),
-            files=sorted(tally.files),
-        )
-
-
-@dataclass(frozen=True)
-class _Call:
-    """One call of the frontier model as the simulation decided it."""
-
-    trace_id: str
-    called_at: int  # microseconds since the epoch
-    user_id: str
-    user_type: str
-    session_id: str
-    example: Example
-    output: str
-
-    @property
-    def correct(self) -> bool:
-        return self.output == self.example.gold
+        self.tally.mess["fixed_wrong_answers"] = self.errors.fixed_answers_given
+        return summarize(self.config, self.task.task_type, self.task.held_out_labels, self.tally, prices,
+                         str(self.landing))

@@ -1,11 +1,14 @@
 """The simulated frontier model: what it answers per task, and how it gets an answer wrong.
 
 Each task holds the pool of examples traffic is drawn from and produces a realistic wrong output
-for an example: a confused label, a dropped or shifted slot span, another dialogue's summary.
+for an example: a confused label, a dropped or shifted slot span, another dialogue's summary. It
+also says how confusable an example is (errors concentrate there), which group an example belongs
+to (the label mix drifts over groups), and what a user's half-way fix of a wrong output looks like.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -40,9 +43,26 @@ class Task:
     instruction: str
     pool: list[Example]
     oos_pool: list[Example]
+    # How a repeated prompt may be retyped (see sim.traffic.paraphrase).
+    paraphrase_kinds: tuple[str, ...] = ("case", "punctuation", "filler", "typo")
+    # Labels the traffic treats as unknown intents (their queries are in oos_pool).
+    held_out_labels: tuple[str, ...] = ()
 
     def wrong(self, example: Example, rng: np.random.Generator) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def confusability(self, example: Example) -> float:
+        """How many plausible wrong answers an example has (>= 1); its errors scale with it."""
+        return 1.0
+
+    def drift_group(self, example: Example) -> str:
+        """What the traffic mix drifts over (a label); one group means no drift."""
+        return ""
+
+    def partial_fix(self, example: Example, output: str, rng: np.random.Generator) -> str | None:
+        """A user's edit that fixes ``output`` only part of the way: neither the gold nor ``output``;
+        None when no such text exists."""
+        return None
 
     def hallucination_source(self, rng: np.random.Generator) -> str:
         """Who flags a wrong output: a code check or an LLM judge."""
@@ -63,6 +83,7 @@ class ClassificationTask(Task):
         near: Mapping[str, Sequence[str]],
         p_near: float,
         far_extra: Sequence[str] = (),
+        held_out_labels: Sequence[str] = (),
     ):
         self.task_type = task_type
         self.instruction = instruction
@@ -71,8 +92,34 @@ class ClassificationTask(Task):
         self.labels = list(labels)
         self.near = {k: list(v) for k, v in near.items()}
         self.p_near = p_near
+        self.held_out_labels = tuple(sorted(held_out_labels))
         self.far = self.labels + [x for x in far_extra if x not in self.labels]
         self._label_tokens = [(label, set(tokens(label))) for label in self.labels]
+        self._labels_by_token: dict[str, list[str]] = {}
+        for label, label_words in self._label_tokens:
+            for word in label_words:
+                self._labels_by_token.setdefault(word, []).append(label)
+
+    def confusability(self, example: Example) -> float:
+        if example.gold in self.near:
+            return 1.0 + len(self.near[example.gold])
+        # An out-of-scope query: as confusable as the number of labels sharing a word with it.
+        return 1.0 + len({label for word in set(tokens(example.text)) for label in self._labels_by_token.get(word, ())})
+
+    def drift_group(self, example: Example) -> str:
+        return example.gold
+
+    def partial_fix(self, example: Example, output: str, rng: np.random.Generator) -> str | None:
+        """A label nearer the gold (same domain / shared word) than ``output``, else ``output``
+        with a formatting slip: still not the gold."""
+        near = self.near.get(example.gold)
+        if near is None:  # out of scope: labels sharing a word with the query look nearer
+            words = set(tokens(example.text))
+            near = [label for label, label_words in self._label_tokens if words & label_words]
+        closer = [label for label in near if label not in (example.gold, output)]
+        if closer:
+            return closer[int(rng.integers(len(closer)))]
+        return formatting_slip(output, avoid=example.gold)
 
     def wrong(self, example: Example, rng: np.random.Generator) -> str:
         gold = example.gold
@@ -104,6 +151,8 @@ class ClassificationTask(Task):
 class ExtractionTask(Task):
     """restaurant8k: output is a compact JSON object slot -> span text."""
 
+    paraphrase_kinds = ("filler",)  # a retyped span would no longer be the gold's exact text
+
     def __init__(self, *, task_type: str, pool: list[Example], spans: list[tuple[Span, ...]]):
         self.task_type = task_type
         self.instruction = (
@@ -128,6 +177,33 @@ class ExtractionTask(Task):
                 if out != gold:
                     return out
         return _false_positive(text, gold, rng)
+
+    def confusability(self, example: Example) -> float:
+        return 1.0 + len(self.spans[example.ref])
+
+    def drift_group(self, example: Example) -> str:
+        return "+".join(slot for slot, _, _ in self.spans[example.ref])
+
+    def partial_fix(self, example: Example, output: str, rng: np.random.Generator) -> str | None:
+        """One wrong slot of several fixed; with one wrong slot, its span fixed but clipped."""
+        gold, wrong = json.loads(example.gold), json.loads(output)
+        differing = sorted(k for k in set(gold) | set(wrong) if gold.get(k) != wrong.get(k))
+        if not differing:
+            return None
+        if len(differing) >= 2:
+            key = differing[int(rng.integers(len(differing)))]
+            fixed = dict(wrong)
+            if key in gold:
+                fixed[key] = gold[key]
+            else:
+                del fixed[key]
+            return json_compact(fixed, sort_keys=True)
+        key = differing[0]
+        value = gold.get(key, "")
+        for clipped in (value[:-1].rstrip(), value[1:].lstrip()):
+            if clipped and clipped != wrong.get(key):
+                return json_compact({**wrong, key: clipped}, sort_keys=True)
+        return None
 
 
 def _dropped_slot(text: str, spans: Sequence[Span], rng: np.random.Generator) -> dict[str, str]:
@@ -189,5 +265,28 @@ class SummarizationTask(Task):
                 return out
         return gold[: len(gold) // 2] if len(gold) > 1 else gold + " ..."
 
+    def confusability(self, example: Example) -> float:
+        return 1.0 + len(example.text.split()) / 100.0  # long dialogues are harder to summarise
+
+    def partial_fix(self, example: Example, output: str, rng: np.random.Generator) -> str | None:
+        """The gold summary cut after half of it or more: the user stopped fixing part of the way."""
+        words = example.gold.split()
+        if len(words) < 3:
+            return None
+        keep = int(rng.integers((len(words) + 1) // 2, len(words)))
+        for size in (keep, keep + 1, keep - 1):
+            text = " ".join(words[:size])
+            if 0 < size < len(words) and text != output:
+                return text
+        return None
+
     def hallucination_source(self, rng: np.random.Generator) -> str:
         return "llm" if rng.random() < 0.8 else "code"
+
+
+def formatting_slip(text: str, *, avoid: str) -> str:
+    """``text`` with a small surface change (spaces for underscores, a capital, a full stop), other than ``avoid``."""
+    for changed in (text.replace("_", " "), text[:1].upper() + text[1:], text + "."):
+        if changed not in (text, avoid):
+            return changed
+    return text + ".."

@@ -1,5 +1,6 @@
 """Simulated people: users with sessions who react to each output, code checks and LLM judges that
-flag wrong outputs, and human reviewers whose labels arrive days later.
+flag wrong outputs, and human reviewers whose labels arrive days later. Their imperfections (wrong
+edits, false flags, wrong reviews) are in ``sim.mess``.
 
 Each function draws from the random stream it is given, in a fixed order: the same seed gives the
 same feedback.
@@ -26,8 +27,8 @@ _P_COPY_AFTER_ACCEPT = 0.3
 _P_THUMBS_UP_AFTER_ACCEPT = 0.12
 _P_THUMBS_DOWN = {"edited": 0.2, "rejected": 0.4, "regenerated": 0.1, None: 0.05}
 # (median seconds, log-normal sigma) from the output (or the previous action) to each action.
-_ACTION_DELAYS = {"accepted": (12.0, 0.8), "copied": (3.0, 0.5), "thumbs_up": (5.0, 0.6), "edited": (60.0, 0.7),
-                  "rejected": (10.0, 0.7), "regenerated": (5.0, 0.6), "thumbs_down": (4.0, 0.6)}
+ACTION_DELAYS = {"accepted": (12.0, 0.8), "copied": (3.0, 0.5), "thumbs_up": (5.0, 0.6), "edited": (60.0, 0.7),
+                 "rejected": (10.0, 0.7), "regenerated": (5.0, 0.6), "thumbs_down": (4.0, 0.6)}
 _SESSION_GAP_US = 30 * 60 * MICROS_PER_SECOND
 _N_REVIEWERS = 5
 REVIEWERS = [f"reviewer-{i:02d}" for i in range(1, _N_REVIEWERS + 1)]
@@ -62,18 +63,39 @@ class UserPopulation:
         return "rushed" if self.rushed[user] else "careful"
 
 
+@dataclass(frozen=True)
+class Turn:
+    """A user's last call: when, in which session, what they asked and what they were answered."""
+
+    at: int
+    session_id: str
+    text: str
+    output: str
+
+
 class Sessions:
-    """A user's calls share a session until they pause for more than 30 minutes."""
+    """A user's calls share a session until they pause for more than 30 minutes; a call that
+    continues the conversation resumes the user's last session, whatever the pause."""
 
     def __init__(self, rng: np.random.Generator):
         self.rng = rng
-        self._last: dict[int, tuple[int, str]] = {}  # user -> (last call, its session id)
+        self._last: dict[int, Turn] = {}
 
-    def session_for(self, user: int, micros: int) -> str:
+    def session_for(self, user: int, micros: int, *, resume: bool = False) -> tuple[str, Turn | None]:
+        """(session id, the previous turn when this call resumes the user's conversation, else None)."""
         last = self._last.get(user)
-        session_id = self.rng.bytes(8).hex() if last is None or micros - last[0] > _SESSION_GAP_US else last[1]
-        self._last[user] = (micros, session_id)
-        return session_id
+        starts = last is None or micros - last.at > _SESSION_GAP_US
+        # Drawn whenever the pause would start a session, resumed or not, so that resuming moves
+        # no later trace or session id.
+        fresh = self.rng.bytes(8).hex() if starts else ""
+        if last is None:
+            return fresh, None
+        if resume:
+            return last.session_id, last
+        return fresh or last.session_id, None
+
+    def remember(self, user: int, turn: Turn) -> None:
+        self._last[user] = turn
 
 
 def user_reaction(rng: np.random.Generator, config: SimulationConfig, user_type: str, correct: bool) -> str | None:
@@ -94,38 +116,39 @@ def user_reaction(rng: np.random.Generator, config: SimulationConfig, user_type:
 
 def user_events(
     rng: np.random.Generator, reaction: str | None, *, trace_id: str, called_at: int, user_id: str,
-    correct: bool, gold: str,
+    correct: bool, edited: str | None,
 ) -> list[Event]:
-    """The user's feedback on one output, seconds to minutes after it, in the order they act."""
+    """The user's feedback on one output, seconds to minutes after it, in the order they act;
+    ``edited`` is the text an ``edited`` reaction writes."""
     if reaction == "accepted":
         return _acceptance_events(rng, trace_id, called_at, user_id)
     events: list[Event] = []
     when = called_at
     if reaction is not None:
-        when += delay(rng, *_ACTION_DELAYS[reaction])
-        edited = gold if reaction == "edited" else None  # an edit writes the right answer
+        when += delay(rng, *ACTION_DELAYS[reaction])
+        edited = edited if reaction == "edited" else None
         events.append((when, feedback_record(trace_id, when, reaction, "user", user_id, edited_output=edited)))
     if not correct and rng.random() < _P_THUMBS_DOWN[reaction]:
-        when += delay(rng, *_ACTION_DELAYS["thumbs_down"])
+        when += delay(rng, *ACTION_DELAYS["thumbs_down"])
         events.append((when, feedback_record(trace_id, when, "thumbs", "user", user_id, value=0.0)))
     return events
 
 
 def _acceptance_events(rng: np.random.Generator, trace_id: str, called_at: int, user_id: str) -> list[Event]:
     """Accepted, then perhaps copied, then perhaps a thumbs up."""
-    when = called_at + delay(rng, *_ACTION_DELAYS["accepted"])
+    when = called_at + delay(rng, *ACTION_DELAYS["accepted"])
     events = [(when, feedback_record(trace_id, when, "accepted", "user", user_id))]
     if rng.random() < _P_COPY_AFTER_ACCEPT:
-        when += delay(rng, *_ACTION_DELAYS["copied"])
+        when += delay(rng, *ACTION_DELAYS["copied"])
         events.append((when, feedback_record(trace_id, when, "copied", "user", user_id)))
     if rng.random() < _P_THUMBS_UP_AFTER_ACCEPT:
-        when += delay(rng, *_ACTION_DELAYS["thumbs_up"])
+        when += delay(rng, *ACTION_DELAYS["thumbs_up"])
         events.append((when, feedback_record(trace_id, when, "thumbs", "user", user_id, value=1.0)))
     return events
 
 
 def hallucination_flag(rng: np.random.Generator, task: Task, *, trace_id: str, called_at: int) -> Event:
-    """A wrong output flagged by a code check (within a second) or an LLM judge (within a minute)."""
+    """An output flagged (rightly or not) by a code check (within a second) or an LLM judge (within a minute)."""
     source = task.hallucination_source(rng)
     if source == "code":
         flagged, annotator = called_at + delay(rng, 0.5, 0.5), "output-check"
@@ -136,12 +159,13 @@ def hallucination_flag(rng: np.random.Generator, task: Task, *, trace_id: str, c
 
 def review_event(
     rng: np.random.Generator, *, trace_id: str, called_at: int, day_start: int, delay_days: int,
-    time_of_day: int, reviewer: int, correct: bool, gold: str,
+    time_of_day: int, reviewer: int, value: float, label: str,
 ) -> Event:
-    """A human reviewer's gold label, ``delay_days`` after the call at ``time_of_day`` (working hours)."""
+    """A human reviewer's verdict (``sim.mess.review_verdict``), ``delay_days`` after the call at
+    ``time_of_day`` (working hours)."""
     review_at = day_start + delay_days * MICROS_PER_DAY + time_of_day
     if review_at <= called_at:  # a same-day review (delay 0) of a late trace
         review_at = called_at + delay(rng, 600.0, 0.5)
     record = feedback_record(trace_id, review_at, "human_label", "human_reviewer", REVIEWERS[reviewer],
-                             value=1.0 if correct else 0.0, label=gold)
+                             value=value, label=label)
     return review_at, record
