@@ -9,8 +9,11 @@ Steps, each a plain function so the CLI, the tests and the Dagster assets run th
    ECE by cross-validation.
 3. :func:`score_traces` adds ``p_good_signals`` (from signals only: what thresholds are judged on)
    and ``p_good`` (the review outcome where a human reviewed the trace).
-4. :func:`sweep_thresholds` (:mod:`.selection`) picks, per task type, the loosest threshold whose
-   precision against human review has a Wilson lower bound at or above the target.
+4. :func:`sweep_thresholds` (:mod:`.selection`, statistics in :mod:`.certify`) picks, per task type,
+   on one part of the reviewed traces, the loosest threshold whose kept set's precision (the mean
+   calibrated probability of all its traces) has a bootstrap lower bound at the target, and
+   certifies it on the other part; a task type without a certified threshold keeps its outputs by
+   the configured fallback (``acceptance`` by default), which every report names.
 
 Every function takes its :class:`ScoringConfig` (``configs/scoring.yaml``) and, for the heuristics,
 the :class:`~loop_pipeline.core.tasks.TasksConfig` as arguments; entry points load them.
@@ -31,16 +34,17 @@ from loop_pipeline.core.scoring.calibration import (
 )
 from loop_pipeline.core.scoring.config import SIGNALS, ScoringConfig, SignalWeights
 from loop_pipeline.core.scoring.selection import (
+    KeepRule,
     candidate_thresholds,
     chosen_thresholds,
     compare_filters,
-    describe_threshold,
     keep_mask,
-    score_distribution,
-    summarize_sweep,
+    keep_rule,
+    keep_rules,
     sweep_thresholds,
     wilson_interval,
 )
+from loop_pipeline.core.scoring.summary import describe_threshold, score_distribution, summarize_sweep
 from loop_pipeline.core.scoring.signals import heuristic_failures, orphan_feedback, trace_signals
 from loop_pipeline.core.tasks import TasksConfig
 
@@ -64,6 +68,7 @@ def score_traffic(
 
 __all__ = [
     "SIGNALS",
+    "KeepRule",
     "QualityModel",
     "ScoredTraffic",
     "ScoringConfig",
@@ -76,6 +81,8 @@ __all__ = [
     "fit_quality_model",
     "heuristic_failures",
     "keep_mask",
+    "keep_rule",
+    "keep_rules",
     "orphan_feedback",
     "score_distribution",
     "score_traces",

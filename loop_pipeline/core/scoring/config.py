@@ -71,6 +71,19 @@ class ScoringConfig(ConfigModel):
     precision_target: StrictFloat = Field(default=0.95, gt=0.0, lt=1.0)
     interval_confidence: StrictFloat = Field(default=0.90, gt=0.0, lt=1.0)
     max_candidate_thresholds: StrictInt = Field(default=40, ge=2)
+    # Thresholds with power: the kept set's precision is the mean calibrated probability of all its
+    # traces, its lower bound a bootstrap over the reviewed traces (see core/scoring/certify.py).
+    bootstrap_samples: StrictInt = Field(default=200, ge=20)
+    bootstrap_seed: StrictInt = 0
+    # Selection apart from certification: the reviewed traces split by a stable hash of trace_id.
+    selection_fraction: StrictFloat = Field(default=0.5, gt=0.0, lt=1.0)
+    selection_strictness: StrictFloat = Field(default=2.0, ge=1.0)
+    min_reviewed_per_side: StrictInt = Field(default=30, ge=2)
+    min_bad_per_side: StrictInt = Field(default=2, ge=1)
+    fallback: Literal["acceptance", "none"] = "acceptance"
+    # Share of review verdicts that are wrong (either way), as measured by double review; 0: the
+    # reviews are taken as the truth.
+    review_error_rate: StrictFloat = Field(default=0.0, ge=0.0, lt=0.5)
     mlflow_experiment: str = "loop-thresholds"
 
     @field_validator("judge_score_range")

@@ -1,16 +1,22 @@
-"""Thresholds per task type: the loosest ``p_good`` threshold whose precision against human review
-has a Wilson lower bound at or above the target, and how filters compare against simulator gold."""
+"""Thresholds per task type, chosen on one part of the human-reviewed traces and certified on the
+other (:mod:`.certify`), and the rule each task type keeps its outputs by: ``score`` (a certified
+threshold), or the configured fallback, ``acceptance`` (accepted and not vetoed) or ``none``."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, Union
 
 import numpy as np
 import polars as pl
 
+from loop_pipeline.core.scoring.certify import KeptSets, SideEstimate, estimate_side, selection_side, side_seed
 from loop_pipeline.core.scoring.config import ScoringConfig
 from loop_pipeline.core.scoring.signals import normalized
+
+# What keep_mask takes per task type: a score threshold, "acceptance", or None (keeps nothing).
+KeepRule = Union[float, Literal["acceptance"], None]
+_TOLERANCE = 1e-12
 
 
 def wilson_interval(successes: int, n: int, confidence: float) -> tuple[float, float]:
@@ -38,20 +44,24 @@ def candidate_thresholds(p: np.ndarray, limit: int) -> list[float]:
     return [float(v) for v in values]
 
 
-def _task_candidates(task: pl.DataFrame, config: ScoringConfig) -> list[dict[str, Any]]:
-    """Every candidate threshold of one task type with its kept volume and precision."""
-    # A vetoed trace is never kept: give it a score below every threshold.
+def _rounded(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _wilson_rows(task: pl.DataFrame, thresholds: list[float], config: ScoringConfig) -> list[dict[str, Any]]:
+    """Per candidate: kept volume and precision against ALL the task's reviewed traces it keeps
+    (the old figures, which a reader can check by hand; no longer what decides)."""
     p = task.select(pl.when(~pl.col("vetoed")).then(pl.col("p_good_signals")).otherwise(-1.0)).to_series().to_numpy()
-    is_reviewed = task.get_column("review_good").is_not_null().to_numpy()
-    p_rev = p[is_reviewed]
+    reviewed = task.get_column("review_good").is_not_null().to_numpy()
+    p_rev = p[reviewed]
     good_rev = task.filter(pl.col("review_good").is_not_null()).get_column("review_good").to_numpy().astype(bool)
     correct = None
     if task.get_column("sim_gold").is_not_null().all():
         correct = task.select(normalized(pl.col("output")) == normalized(pl.col("sim_gold"))).to_series().to_numpy()
-    candidates = []
-    for threshold in candidate_thresholds(p[p >= 0], config.max_candidate_thresholds):
-        kept_mask = p >= threshold - 1e-12
-        rev_mask = p_rev >= threshold - 1e-12
+    rows = []
+    for threshold in thresholds:
+        kept_mask = p >= threshold - _TOLERANCE
+        rev_mask = p_rev >= threshold - _TOLERANCE
         n_rev, n_good = int(rev_mask.sum()), int(good_rev[rev_mask].sum())
         low, high = wilson_interval(n_good, n_rev, config.interval_confidence)
         row = {
@@ -64,104 +74,192 @@ def _task_candidates(task: pl.DataFrame, config: ScoringConfig) -> list[dict[str
             "precision_high": high,
             "recall": n_good / int(good_rev.sum()) if good_rev.any() else None,
         }
-        if correct is not None:
+        if correct is not None:  # measured against the simulator's gold: never decides anything
             row["true_precision"] = float(correct[kept_mask].mean()) if kept_mask.any() else None
-        candidates.append(row)
-    return candidates
+        rows.append(row)
+    return rows
 
 
-def sweep_thresholds(scored: pl.DataFrame, config: ScoringConfig) -> dict[str, dict[str, Any]]:
-    """Per task type: every candidate threshold with its kept volume and estimated precision, and
-    the chosen one (the loosest whose Wilson lower bound reaches the target), or None."""
-    results: dict[str, dict[str, Any]] = {}
-    for task_type in sorted(scored.get_column("task_type").drop_nulls().unique().to_list()):
-        task = scored.filter(pl.col("task_type") == task_type)
-        reviewed = int(task.get_column("review_good").is_not_null().sum())
-        candidates = _task_candidates(task, config)
-        passing = [c for c in candidates if c["reviewed_kept"] and c["precision_low"] >= config.precision_target]
-        chosen = min(passing, key=lambda c: c["threshold"]) if passing else None
-        results[task_type] = {
-            "traces": task.height,
-            "reviewed": reviewed,
-            "candidates": candidates,
-            "chosen": chosen,
-            "reason": None
-            if chosen
-            else (
-                f"no threshold reaches a Wilson lower bound of {config.precision_target} "
-                f"with {reviewed} reviewed traces: review more, or lower the target"
-            ),
-        }
-    return results
+def _side_counts(good: np.ndarray) -> dict[str, int]:
+    return {"reviewed": int(len(good)), "bad": int(len(good) - good.sum())}
 
 
-def chosen_thresholds(sweep: Mapping[str, Mapping[str, Any]]) -> dict[str, float | None]:
-    return {task: (entry["chosen"] or {}).get("threshold") for task, entry in sweep.items()}
-
-
-def keep_mask(scored: pl.DataFrame, thresholds: Mapping[str, float | None]) -> pl.Expr:
-    """Traces whose output is trusted: not vetoed, score at or above its task's threshold (a task
-    without a threshold keeps nothing)."""
-    expr = pl.lit(False)
-    for task_type, threshold in thresholds.items():
-        if threshold is not None:
-            expr = expr | ((pl.col("task_type") == task_type) & (pl.col("p_good_signals") >= threshold - 1e-12))
-    return expr & ~pl.col("vetoed")
-
-
-def compare_filters(scored: pl.DataFrame, thresholds: Mapping[str, float | None]) -> dict[str, dict[str, Any]] | None:
-    """Kept volume and true error rate (against the simulator's gold) of three filters:
-    none, user acceptance only, and the fused score at the chosen thresholds."""
-    if scored.height == 0 or scored.get_column("sim_gold").is_null().any():
+def _too_few_reviews(sides: Mapping[str, dict[str, int]], config: ScoringConfig) -> str | None:
+    short = [
+        f"{name} side has {counts['reviewed']} reviewed ({counts['bad']} bad)"
+        for name, counts in sides.items()
+        if counts["reviewed"] < config.min_reviewed_per_side or counts["bad"] < config.min_bad_per_side
+    ]
+    if not short:
         return None
-    wrong = normalized(pl.col("output")) != normalized(pl.col("sim_gold"))
-    filters = {"none": pl.lit(True), "acceptance": pl.col("accepted"), "fused": keep_mask(scored, thresholds)}
-    out = {}
-    for name, mask in filters.items():
-        kept = scored.filter(mask)
-        errors = kept.select(wrong.sum()).item() if kept.height else 0
-        out[name] = {"kept": kept.height, "true_error_rate": errors / kept.height if kept.height else None}
-    return out
-
-
-def summarize_sweep(sweep: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per task type: chosen threshold, kept count, estimated precision and its interval."""
-    summary = {}
-    for task_type, entry in sweep.items():
-        chosen = entry["chosen"]
-        summary[task_type] = {
-            "threshold": chosen["threshold"] if chosen else None,
-            "kept": chosen["kept"] if chosen else 0,
-            "traces": entry["traces"],
-            "reviewed": entry["reviewed"],
-            "estimated_precision": chosen["precision"] if chosen else None,
-            "precision_interval": [chosen["precision_low"], chosen["precision_high"]] if chosen else None,
-            **({"true_precision": chosen.get("true_precision")} if chosen and "true_precision" in chosen else {}),
-            **({} if chosen else {"reason": entry["reason"]}),
-        }
-    return summary
-
-
-def describe_threshold(task_type: str, entry: Mapping[str, Any]) -> str:
-    """One human line for a task type's entry of :func:`summarize_sweep`."""
-    if entry["threshold"] is None:
-        return f"{task_type}: no threshold ({entry['reason']})"
-    low, high = entry["precision_interval"]
     return (
-        f"{task_type}: threshold {entry['threshold']:.3f} keeps {entry['kept']} of {entry['traces']}, "
-        f"estimated precision {entry['estimated_precision']:.3f} [{low:.3f}, {high:.3f}]"
+        f"too few reviews to select and certify a threshold: {' and '.join(short)}; each side needs "
+        f">= {config.min_reviewed_per_side} reviewed with >= {config.min_bad_per_side} bad"
     )
 
 
-def score_distribution(scored: pl.DataFrame) -> dict[str, dict[str, float]]:
-    """Per task type: count and quantiles of p_good (for Dagster metadata)."""
-    out: dict[str, dict[str, float]] = {}
-    for (task_type,), group in scored.group_by(["task_type"], maintain_order=True):
-        p = group.get_column("p_good")
-        out[str(task_type)] = {
-            "count": group.height,
-            "mean": round(float(p.mean()), 4),
-            **{f"p{int(q * 100)}": round(float(p.quantile(q, "nearest")), 4) for q in (0.05, 0.25, 0.5, 0.75, 0.95)},
-            "reviewed": int(group.get_column("reviewed").sum()),
-        }
-    return dict(sorted(out.items()))
+def _reviews(task: pl.DataFrame, config: ScoringConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The task's reviewed traces: logit, review outcome, and True where the trace selects."""
+    reviewed = task.filter(pl.col("review_good").is_not_null())
+    selecting = selection_side(reviewed.get_column("trace_id").to_list(), config.selection_fraction)
+    return reviewed.get_column("logit").to_numpy(), reviewed.get_column("review_good").to_numpy().astype(bool), selecting
+
+
+def _estimate_sides(
+    task_type: str, task: pl.DataFrame, thresholds: list[float], config: ScoringConfig
+) -> tuple[SideEstimate, SideEstimate]:
+    """Both sides' model-based estimates for every candidate: the selection side at its stricter
+    quantile, the certification side at the stated one."""
+    alpha = (1.0 - config.interval_confidence) / 2
+    kept = task.filter(~pl.col("vetoed"))
+    kept_sets = KeptSets.build(kept.get_column("p_good_signals").to_numpy(), kept.get_column("logit").to_numpy(), thresholds)
+    logit, good, selecting = _reviews(task, config)
+    estimates = []
+    for side, rows, quantile in (("selection", selecting, alpha / config.selection_strictness), ("certification", ~selecting, alpha)):
+        seed = side_seed(config.bootstrap_seed, task_type, side)
+        estimates.append(
+            estimate_side(
+                kept_sets,
+                logit[rows],
+                good[rows],
+                samples=config.bootstrap_samples,
+                lower_quantile=quantile,
+                seed=seed,
+                review_error=config.review_error_rate,
+            )
+        )
+    return estimates[0], estimates[1]
+
+
+def _sides(task: pl.DataFrame, config: ScoringConfig) -> dict[str, dict[str, Any]]:
+    _, good, selecting = _reviews(task, config)
+    return {"selection": _side_counts(good[selecting]), "certification": _side_counts(good[~selecting])}
+
+
+def _sweep_task(task_type: str, task: pl.DataFrame, config: ScoringConfig) -> dict[str, Any]:
+    """One task type: candidates with both sides' estimates, the selected threshold, whether the
+    certification side certifies it, and the rule the task keeps its outputs by."""
+    if "logit" not in task.columns:
+        raise ValueError("scored traces need the logit column that score_traces adds (the calibrator refits on it)")
+    thresholds = candidate_thresholds(task.filter(~pl.col("vetoed")).get_column("p_good_signals").to_numpy(), config.max_candidate_thresholds)
+    candidates = _wilson_rows(task, thresholds, config)
+    sides = _sides(task, config)
+    reason = _too_few_reviews(sides, config)
+    selected = chosen = None
+    if reason is None and candidates:
+        selection, certification = _estimate_sides(task_type, task, thresholds, config)
+        sides["selection"]["platt"] = list(selection.platt)
+        sides["certification"]["platt"] = list(certification.platt)
+        for index, row in enumerate(candidates):
+            row["selection_estimate"] = _rounded(selection.estimate[index])
+            row["selection_low"] = _rounded(selection.lower[index])
+            row["estimated_precision"] = _rounded(certification.estimate[index])
+            row["estimated_low"] = _rounded(certification.lower[index])
+            row["estimated_high"] = _rounded(certification.upper[index])
+        passing = [row for row in candidates if (row["selection_low"] or 0.0) >= config.precision_target]
+        selected = min(passing, key=lambda row: row["threshold"]) if passing else None
+        if selected is None:
+            reason = (
+                f"no threshold's lower bound reaches {config.precision_target} on the selection side "
+                f"({sides['selection']['reviewed']} reviewed, {sides['selection']['bad']} bad)"
+            )
+        elif (selected["estimated_low"] or 0.0) >= config.precision_target:
+            chosen = selected
+        else:
+            reason = (
+                f"threshold {selected['threshold']:.4f} selected on {sides['selection']['reviewed']} reviews but not "
+                f"certified: its lower bound on the other {sides['certification']['reviewed']} "
+                f"({sides['certification']['bad']} bad) is {selected['estimated_low']:.4f} < {config.precision_target}"
+            )
+    elif not candidates:
+        reason = "every trace is vetoed: nothing to keep"
+    return {
+        "traces": task.height,
+        "reviewed": sides["selection"]["reviewed"] + sides["certification"]["reviewed"],
+        "sides": sides,
+        "candidates": candidates,
+        "selected": selected,
+        "chosen": chosen,
+        "rule": "score" if chosen else config.fallback,
+        "fallback": config.fallback,
+        "acceptance_kept": task.filter(pl.col("accepted") & ~pl.col("vetoed")).height,
+        "reason": reason,
+    }
+
+
+def sweep_thresholds(scored: pl.DataFrame, config: ScoringConfig) -> dict[str, dict[str, Any]]:
+    """Per task type: every candidate threshold with its kept volume, both sides' model-based
+    precision estimates and the Wilson figures on the reviewed traces it keeps; the threshold
+    selected on one side, ``chosen`` when the other side certifies it (else None), the ``rule``
+    (``score`` or the configured fallback) and, without a certified threshold, the ``reason``."""
+    return {
+        task_type: _sweep_task(task_type, scored.filter(pl.col("task_type") == task_type), config)
+        for task_type in sorted(scored.get_column("task_type").drop_nulls().unique().to_list())
+    }
+
+
+def chosen_thresholds(sweep: Mapping[str, Mapping[str, Any]]) -> dict[str, float | None]:
+    """The certified threshold per task type (None where there is none)."""
+    return {task: (entry["chosen"] or {}).get("threshold") for task, entry in sweep.items()}
+
+
+def keep_rule(entry: Mapping[str, Any]) -> KeepRule:
+    """What :func:`keep_mask` takes for one task type's entry (of a sweep or its summary): the
+    threshold when the rule is ``score``, ``"acceptance"``, or None. An entry written before rules
+    existed has only its threshold."""
+    rule = entry.get("rule", "score" if entry.get("threshold") is not None else "none")
+    if rule == "score":
+        threshold = entry.get("threshold", (entry.get("chosen") or {}).get("threshold"))
+        return float(threshold) if threshold is not None else None
+    return "acceptance" if rule == "acceptance" else None
+
+
+def keep_rules(sweep: Mapping[str, Mapping[str, Any]]) -> dict[str, KeepRule]:
+    return {task: keep_rule(entry) for task, entry in sweep.items()}
+
+
+def keep_mask(scored: pl.DataFrame, rules: Mapping[str, KeepRule]) -> pl.Expr:
+    """Traces whose output is trusted, per task type: never a vetoed one; with a threshold, a score
+    at or above it; with ``"acceptance"``, an output the user accepted; with None, nothing."""
+    expr = pl.lit(False)
+    for task_type, rule in rules.items():
+        this_task = pl.col("task_type") == task_type
+        if rule == "acceptance":
+            expr = expr | (this_task & pl.col("accepted"))
+        elif rule is not None:
+            expr = expr | (this_task & (pl.col("p_good_signals") >= float(rule) - _TOLERANCE))
+    return expr & ~pl.col("vetoed")
+
+
+def _top_by_score(scored: pl.DataFrame, volume: Mapping[str, int]) -> pl.DataFrame:
+    """Per task type, its ``volume`` non-vetoed traces with the highest p_good_signals."""
+    parts = [
+        scored.filter((pl.col("task_type") == task) & ~pl.col("vetoed")).sort("p_good_signals", descending=True, maintain_order=True).head(n)
+        for task, n in volume.items()
+    ]
+    return pl.concat(parts) if parts else scored.clear()
+
+
+def compare_filters(scored: pl.DataFrame, rules: Mapping[str, KeepRule]) -> dict[str, dict[str, Any]] | None:
+    """Kept volume and true error rate against the simulator's gold (only when every trace has
+    one; gold decides nothing) of: ``none``; ``acceptance`` (accepted, not vetoed); ``fused`` (each
+    task type's rule); and the fused score at acceptance's kept volume per task type, all of it
+    (``fused_at_acceptance_volume``) and ceil(95%) of it (``fused_at_95pct_acceptance_volume``)."""
+    if scored.height == 0 or scored.get_column("sim_gold").is_null().any():
+        return None
+    wrong = normalized(pl.col("output")) != normalized(pl.col("sim_gold"))
+    tasks = sorted(scored.get_column("task_type").drop_nulls().unique().to_list())
+    acceptance = scored.filter(keep_mask(scored, {task: "acceptance" for task in tasks}))
+    volume = {task: acceptance.filter(pl.col("task_type") == task).height for task in tasks}
+    kept_sets = {
+        "none": scored,
+        "acceptance": acceptance,
+        "fused": scored.filter(keep_mask(scored, rules)),
+        "fused_at_acceptance_volume": _top_by_score(scored, volume),
+        "fused_at_95pct_acceptance_volume": _top_by_score(scored, {t: math.ceil(0.95 * n) for t, n in volume.items()}),
+    }
+    out = {}
+    for name, kept in kept_sets.items():
+        errors = kept.select(wrong.sum()).item() if kept.height else 0
+        out[name] = {"kept": kept.height, "true_error_rate": errors / kept.height if kept.height else None}
+    return out
