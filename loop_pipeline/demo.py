@@ -65,9 +65,11 @@ class DemoReporter(StageReporter):
         scored = self.defs.resources["storage"].read_document("score_thresholds")
         for task_type, entry in scored["thresholds"].items():
             self.say("  " + describe_threshold(task_type, entry))
+            if entry.get("rule", "score") != "score":  # loud: this task's examples are not score-certified
+                self.say(f"  WARNING: {task_type} has no certified threshold; its outputs are kept by the fallback rule {entry.get('rule')!r}")
         for name, row in sorted((scored["comparison"] or {}).items(), key=lambda item: -item[1]["kept"]):
             rate = "n/a (keeps nothing)" if row["true_error_rate"] is None else f"{row['true_error_rate']:.4f}"
-            self.say(f"  filter {name:<10} kept {row['kept']:>6}  true error rate {rate}")
+            self.say(f"  filter {name:<32} kept {row['kept']:>6}  true error rate {rate}")
 
     def _training_datasets(self, step: StepRun) -> None:
         super()._training_datasets(step)

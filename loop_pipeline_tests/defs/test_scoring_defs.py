@@ -168,8 +168,12 @@ def test_scoring_assets_materialize_with_thresholds_plot_and_mlflow_runs(loop_ho
     # score_thresholds: thresholds, comparison, an embedded plot, one MLflow run per candidate.
     assert thresholds["thresholds"] == document["thresholds"]
     entry = thresholds["thresholds"]["intent"]
-    assert {"threshold", "kept", "estimated_precision", "precision_interval"} <= set(entry)
-    assert set(thresholds["comparison"]) == {"none", "acceptance", "fused"}
+    assert {"rule", "threshold", "fallback", "reason", "kept", "selection", "certification", "estimated_precision", "precision_interval"} <= set(entry)
+    assert thresholds["rules"] == {task: e["rule"] for task, e in document["thresholds"].items()}
+    assert document["fallback"] == entry["fallback"] == "acceptance"
+    assert set(thresholds["comparison"]) == {
+        "none", "acceptance", "fused", "fused_at_acceptance_volume", "fused_at_95pct_acceptance_volume"
+    }
     markdown = thresholds["precision_vs_volume"]
     assert "data:image/png;base64," in markdown
     png = base64.b64decode(markdown.split("data:image/png;base64,", 1)[1].rstrip(")"))
@@ -190,11 +194,17 @@ def test_scoring_assets_materialize_with_thresholds_plot_and_mlflow_runs(loop_ho
     assert thresholds["candidate_runs"] == len(children) == document["candidates"] > 0
     assert {r.data.tags["loop.kind"] for r in children} == {"threshold_candidate"}
 
-    # The non-blocking check ran, and passes exactly when every task type has a threshold.
+    # The non-blocking check ran, and passes exactly when every task type has a certified threshold;
+    # otherwise it warns naming each task type and the rule it falls back to.
     assert evaluation.asset_check_key == CHECK
     assert evaluation.passed == all(e["threshold"] is not None for e in document["thresholds"].values())
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
-    assert entry["threshold"] is not None and evaluation.passed
+    if entry["threshold"] is None:
+        assert not evaluation.passed and entry["rule"] == "acceptance"
+        assert f"intent falls back to acceptance (keeps {entry['kept']})" in evaluation.description
+        assert entry["reason"] in evaluation.description
+    else:
+        assert evaluation.passed and entry["rule"] == "score"
 
 
 def test_scoring_definitions_snapshot(loop_home):
@@ -215,3 +225,27 @@ def test_the_graph_takes_its_lookback_from_the_value_it_is_built_with():
     (trace_signals,) = [a for a in scoring_defs(LOOKBACK + 4).assets if a.key == dg.AssetKey("trace_signals")]
     mapping = trace_signals.get_partition_mapping(dg.AssetKey("feedback_events"))
     assert (mapping.start_offset, mapping.end_offset) == (0, LOOKBACK + 4)
+
+
+def test_the_threshold_check_warns_naming_each_task_type_and_its_fallback(tmp_path):
+    from loop_pipeline.defs.scoring.checks import score_thresholds_reach_precision_target as check
+
+    storage = LoopStorage(landing_url=str(tmp_path / "landing"), warehouse_dir=str(tmp_path / "warehouse"))
+    certified = {"rule": "score", "threshold": 0.97, "kept": 900, "reason": None}
+    storage.write_document("score_thresholds", {"thresholds": {"intent": certified}})
+    result = check(storage=storage)
+    assert result.passed and result.description is None and result.severity == dg.AssetCheckSeverity.WARN
+
+    fallen_back = {
+        "intent": certified,
+        "slots": {"rule": "acceptance", "threshold": None, "kept": 412, "reason": "too few reviews to select and certify"},
+        "summary": {"rule": "none", "threshold": None, "kept": 0, "reason": "no threshold's lower bound reaches 0.95"},
+    }
+    storage.write_document("score_thresholds", {"thresholds": fallen_back})
+    result = check(storage=storage)
+    assert not result.passed
+    assert "slots falls back to acceptance (keeps 412): too few reviews to select and certify" in result.description
+    assert "summary falls back to none (keeps 0): no threshold's lower bound reaches 0.95" in result.description
+    assert "intent" not in result.description
+    assert set(result.metadata["task_types_without_threshold"].data) == {"slots", "summary"}
+    assert result.metadata["rules"].data == {"intent": "score", "slots": "acceptance", "summary": "none"}

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from loop_pipeline.core import dedup, redaction
+from loop_pipeline.core import dedup, redaction, scoring
 from loop_pipeline.core.contracts import DatasetVersion
 from loop_pipeline.core.datasets import DatasetConfig, build_dataset_version
 from loop_pipeline.defs.ingest.assets import RAW_TRACES
@@ -35,7 +35,8 @@ def training_datasets(
     days = storage.table_partitions(SCORED_TRACES.path[-1])
     scored = storage.read_partitions(SCORED_TRACES.path[-1])
     traces = storage.read_partitions(RAW_TRACES.path[-1]).unique("trace_id", keep="first", maintain_order=True)
-    thresholds = {task: entry["threshold"] for task, entry in storage.read_document(SCORE_THRESHOLDS.path[-1])["thresholds"].items()}
+    # Per task type: its certified threshold, "acceptance" (the fallback) or None (keeps no output).
+    thresholds = scoring.keep_rules(storage.read_document(SCORE_THRESHOLDS.path[-1])["thresholds"])
     summary = build_dataset_version(
         scored,
         traces,

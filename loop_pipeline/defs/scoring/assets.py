@@ -157,8 +157,10 @@ def scored_traces(context: dg.AssetExecutionContext, storage: LoopStorage, confi
     deps=[SCORED_TRACES],
     automation_condition=_EAGER,
     kinds={"mlflow"},
-    description="Per task type, the loosest p_good threshold whose precision against human review "
-    "has a Wilson lower bound at the target; every candidate is an MLflow run.",
+    description="Per task type, a p_good threshold selected on one part of the human-reviewed traces "
+    "and certified on the other (the kept set's precision from the calibrated scores of all its traces, "
+    "with a bootstrap lower bound at the target); a task type without one keeps outputs by the configured "
+    "fallback (rule: score | acceptance | none); every candidate is an MLflow run.",
 )
 def score_thresholds(
     context: dg.AssetExecutionContext,
@@ -183,6 +185,7 @@ def score_thresholds(
         metadata={
             "path": dg.MetadataValue.path(str(path)),
             "thresholds": dg.MetadataValue.json(result["thresholds"]),
+            "rules": dg.MetadataValue.json({task: entry["rule"] for task, entry in result["thresholds"].items()}),
             "comparison": dg.MetadataValue.json(result["comparison"] or {}),
             "calibration": dg.MetadataValue.json(result["calibration"]),
             "precision_vs_volume": dg.MetadataValue.md(f"![precision vs volume](data:image/png;base64,{image})"),
