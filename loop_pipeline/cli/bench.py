@@ -1,4 +1,5 @@
-"""Benchmark commands: bench ingest, bench datasets (each a ratio against a baseline in the same run)."""
+"""Benchmark commands: bench ingest, bench datasets (each a ratio against a baseline in the same run),
+bench thresholds (the score-threshold procedure on many simulated weeks)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,56 @@ def bench_datasets(
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
     emit(run_bench(rows=rows, workdir=workdir, progress=say, repeat=repeat))
+
+
+@bench_app.command("thresholds")
+def bench_thresholds(
+    seeds: str = typer.Option("0-9", help="Seeds to simulate: 0-9, 3, 0,4,7 or 0-2,5."),
+    domains: Optional[str] = typer.Option(
+        None, help="clinc150 domains, comma-separated (e.g. banking,credit_cards,travel), or all. Default: configs/simulate.yaml's."
+    ),
+    days: Optional[int] = typer.Option(None, help="Days per simulated week (default: configs/simulate.yaml's)."),
+    traces_per_day: Optional[int] = typer.Option(None, help="Calls per day (default: configs/simulate.yaml's)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write every row and the totals to this JSON file."),
+) -> None:
+    """Try the score-threshold procedure on many simulated weeks: per seed the reviews on each side,
+    the rule (certified threshold or fallback), the filters' true error rates at equal volume, and the
+    true precision of the kept set on fresh traffic from the same simulator."""
+    import json
+
+    from loop_pipeline.bench.thresholds_trial import HEADER, TrialConfigs, format_row, format_totals, parse_seeds, run_trial
+    from loop_pipeline.config import ConfigError
+    from loop_pipeline.core.costs import PriceTable
+    from loop_pipeline.core.ingest import IngestConfig
+    from loop_pipeline.core.scoring import ScoringConfig
+    from loop_pipeline.core.tasks import TasksConfig
+    from loop_pipeline.settings import LoopSettings
+    from loop_pipeline.sim import SimulationConfig
+
+    try:
+        seed_list = parse_seeds(seeds)
+    except ValueError as exc:
+        fail(f"--{exc}")
+    overrides: dict = {"days": days, "traces_per_day": traces_per_day}
+    if domains is not None:
+        overrides["domains"] = None if domains.strip() == "all" else [d.strip() for d in domains.split(",") if d.strip()]
+    settings = LoopSettings()
+    try:
+        configs = TrialConfigs(
+            simulation=settings.load(SimulationConfig, {k: v for k, v in overrides.items() if v is not None or k == "domains"}),
+            scoring=settings.load(ScoringConfig),
+            tasks=settings.load(TasksConfig),
+            ingest=settings.load(IngestConfig),
+            prices=settings.load(PriceTable),
+        )
+        result = run_trial(seed_list, configs, progress=say)
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(HEADER)
+    for row in result["rows"]:
+        typer.echo(format_row(row))
+    typer.echo(format_totals(result["totals"], result["precision_target"]))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2, sort_keys=True, default=str), encoding="utf-8")
+    emit({"benchmark": "thresholds", "seeds": seed_list, "totals": result["totals"], "json": str(json_out) if json_out else None})
