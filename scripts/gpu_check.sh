@@ -5,10 +5,13 @@
 #   call 1:      carry [".gpu/a"]  command: bash scripts/gpu_check.sh stash
 #   call 2:      carry [".gpu/b"]  command: bash scripts/gpu_check.sh run     (within 30 s of call 1)
 #
-# `run` trains SmolLM2-135M-Instruct with LoRA (bf16) on the full CLINC150 train split for one
-# epoch and evaluates the test split; $OUT/gpu_check.json holds tokens/s, step time, peak GPU
-# memory and held-out accuracy. The image has torch, transformers, peft, pyarrow; trl, datasets,
-# dill, multiprocess, gguf and pydantic (the typed train config) travel as wheels. On CPU: `bash scripts/gpu_check.sh smoke`.
+# `run` trains SmolLM2-135M-Instruct with LoRA (bf16) on the full CLINC150 train split and its
+# out-of-scope examples (oos_train) for one epoch, selects the confidence threshold on the val
+# split (val + oos_val, never the test data) and reports coverage, accuracy and out-of-scope
+# escalation on test + oos_test, and throughput as served; $OUT/gpu_check.json holds them with
+# tokens/s, step time and peak GPU memory. The image has torch, transformers, peft, pyarrow; trl,
+# datasets, dill, multiprocess, gguf and pydantic (the typed train config) travel as wheels
+# (without scipy the script computes the exact binomial tail itself). On CPU: `bash scripts/gpu_check.sh smoke`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GPU_DIR=.gpu
@@ -42,7 +45,7 @@ case "${1:-}" in
   smoke)
     work=$(mktemp -d)
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} .venv/bin/python scripts/gpu_check.py --train-limit 64 --test-limit 32 \
-      --batch-size 16 --eval-batch-size 32 --work "$work" --out "$work/out"
+      --batch-size 16 --eval-batch-size 32 --one-at-a-time 8 --work "$work" --out "$work/out"
     ;;
   *)
     echo "usage: $0 prepare | stash | run | smoke" >&2
