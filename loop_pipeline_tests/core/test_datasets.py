@@ -89,7 +89,7 @@ class World:
     ingested: Path
     scored: pl.DataFrame
     traces: pl.DataFrame
-    thresholds: dict[str, float | None]
+    thresholds: dict[str, scoring.KeepRule]
     days: list[str]
     planted: Planted
 
@@ -144,12 +144,13 @@ def plant_secrets(landing: Path) -> Planted:
     return planted
 
 
-def score_ingested(traces: pl.DataFrame, feedback: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, float | None]]:
-    """The scoring stage in-process: scored traces and the chosen threshold per task type."""
+def score_ingested(traces: pl.DataFrame, feedback: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, scoring.KeepRule]]:
+    """The scoring stage in-process: scored traces and the keep rule per task type (its certified
+    threshold, or the fallback), as training_datasets reads them from score_thresholds."""
     config = scoring.ScoringConfig.from_yaml(REPO_CONFIGS / "scoring.yaml")
     tasks = TasksConfig.from_yaml(REPO_CONFIGS / "tasks.yaml")
     scored = scoring.score_traffic(traces, feedback, config, tasks).scored
-    return scored, scoring.chosen_thresholds(scoring.sweep_thresholds(scored, config))
+    return scored, scoring.keep_rules(scoring.sweep_thresholds(scored, config))
 
 
 @pytest.fixture(scope="module")
@@ -530,7 +531,10 @@ def test_dpo_pairs_for_edits_and_kto_labels_for_specific_traces(world, built):
     )
     assert kept.height > 1000
     assert not kept.get_column("vetoed").any()
-    assert kept.get_column("p_good_signals").min() >= world.thresholds["intent"] - 1e-9
+    if world.thresholds["intent"] == "acceptance":  # no certified threshold: the fallback keeps accepted outputs
+        assert kept.join(scored.select("trace_id", "accepted"), on="trace_id").get_column("accepted").all()
+    else:
+        assert kept.get_column("p_good_signals").min() >= world.thresholds["intent"] - 1e-9
     sample = kept.sort("trace_id").head(20)
     for row, output in zip(sample.iter_rows(named=True), redact_all(sample.get_column("output").to_list())):
         assert labels_of(row["trace_id"]) == [True]
