@@ -4,16 +4,19 @@ independent side certifies it.
 
 For a task type and a threshold ``t``, the kept set ``K(t)`` is the non-vetoed traces with
 ``p_good_signals >= t``. Its estimated precision is the mean over ``K(t)`` of ``q(logit)``, where
+``logit`` is the configured one (``signal_logit``, the column ``score_traces`` writes) and
 ``q(x) = sigmoid(a * x + b)`` is Platt's calibrator fitted (maximum likelihood, ``a >= 0``) on one
 side's reviewed traces of that task type. Its lower bound is a percentile bootstrap: resample that
 side's reviewed traces with replacement ``bootstrap_samples`` times, refit ``q``, recompute the mean
 over ``K(t)``, and take the ``(1 - interval_confidence) / 2`` quantile (linear interpolation) of the
 resampled means: with the default 0.90, a one-sided 95% lower bound, the same level as the lower end
 of the two-sided Wilson interval the candidate rows still show. Every reviewed trace informs the
-fit, not only the few that fall in ``K(t)``: that is where the power comes from. What it assumes:
-the probability that an output is good is a logistic function of the configured logit, and the
-reviewers' labels are the truth (a reviewer who calls some good outputs bad makes the bound lower,
-not higher).
+fit, not only the few that fall in ``K(t)``: that is where the power comes from. The selection side
+takes its bound at a stricter quantile (``selection_strictness``), a margin for certification.
+
+What it assumes: the probability that an output is good is a logistic function of the configured
+logit, and the reviewers' verdicts are the truth unless ``review_error_rate`` says how often they
+are wrong (a reviewer who calls good outputs bad makes the bound lower, not higher).
 """
 
 from __future__ import annotations

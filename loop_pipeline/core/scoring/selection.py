@@ -44,7 +44,7 @@ def candidate_thresholds(p: np.ndarray, limit: int) -> list[float]:
     return [float(v) for v in values]
 
 
-def _rounded(value: float | None) -> float | None:
+def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
@@ -106,17 +106,16 @@ def _reviews(task: pl.DataFrame, config: ScoringConfig) -> tuple[np.ndarray, np.
 
 
 def _estimate_sides(
-    task_type: str, task: pl.DataFrame, thresholds: list[float], config: ScoringConfig
+    task_type: str, task: pl.DataFrame, thresholds: list[float], reviews: tuple[np.ndarray, np.ndarray, np.ndarray], config: ScoringConfig
 ) -> tuple[SideEstimate, SideEstimate]:
     """Both sides' model-based estimates for every candidate: the selection side at its stricter
     quantile, the certification side at the stated one."""
     alpha = (1.0 - config.interval_confidence) / 2
     kept = task.filter(~pl.col("vetoed"))
     kept_sets = KeptSets.build(kept.get_column("p_good_signals").to_numpy(), kept.get_column("logit").to_numpy(), thresholds)
-    logit, good, selecting = _reviews(task, config)
+    logit, good, selecting = reviews
     estimates = []
     for side, rows, quantile in (("selection", selecting, alpha / config.selection_strictness), ("certification", ~selecting, alpha)):
-        seed = side_seed(config.bootstrap_seed, task_type, side)
         estimates.append(
             estimate_side(
                 kept_sets,
@@ -124,16 +123,40 @@ def _estimate_sides(
                 good[rows],
                 samples=config.bootstrap_samples,
                 lower_quantile=quantile,
-                seed=seed,
+                seed=side_seed(config.bootstrap_seed, task_type, side),
                 review_error=config.review_error_rate,
             )
         )
     return estimates[0], estimates[1]
 
 
-def _sides(task: pl.DataFrame, config: ScoringConfig) -> dict[str, dict[str, Any]]:
-    _, good, selecting = _reviews(task, config)
-    return {"selection": _side_counts(good[selecting]), "certification": _side_counts(good[~selecting])}
+def _add_estimates(candidates: list[dict[str, Any]], selection: SideEstimate, certification: SideEstimate) -> None:
+    for index, row in enumerate(candidates):
+        row["selection_estimate"] = _finite(selection.estimate[index])
+        row["selection_low"] = _finite(selection.lower[index])
+        row["estimated_precision"] = _finite(certification.estimate[index])
+        row["estimated_low"] = _finite(certification.lower[index])
+        row["estimated_high"] = _finite(certification.upper[index])
+
+
+def _select_and_certify(
+    candidates: list[dict[str, Any]], sides: Mapping[str, Mapping[str, Any]], config: ScoringConfig
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
+    """(selected, certified, reason): the loosest candidate whose selection-side bound reaches the
+    target, and it again when the certification side's own bound does too."""
+    target = config.precision_target
+    passing = [row for row in candidates if (row["selection_low"] or 0.0) >= target]
+    if not passing:
+        counts = sides["selection"]
+        return None, None, f"no threshold's lower bound reaches {target} on the selection side ({counts['reviewed']} reviewed, {counts['bad']} bad)"
+    selected = min(passing, key=lambda row: row["threshold"])
+    if (selected["estimated_low"] or 0.0) >= target:
+        return selected, selected, None
+    chosen_on, checked_on = sides["selection"], sides["certification"]
+    return selected, None, (
+        f"threshold {selected['threshold']:.4f} selected on {chosen_on['reviewed']} reviews but not certified: its lower "
+        f"bound on the other {checked_on['reviewed']} ({checked_on['bad']} bad) is {selected['estimated_low']:.4f} < {target}"
+    )
 
 
 def _sweep_task(task_type: str, task: pl.DataFrame, config: ScoringConfig) -> dict[str, Any]:
@@ -143,39 +166,20 @@ def _sweep_task(task_type: str, task: pl.DataFrame, config: ScoringConfig) -> di
         raise ValueError("scored traces need the logit column that score_traces adds (the calibrator refits on it)")
     thresholds = candidate_thresholds(task.filter(~pl.col("vetoed")).get_column("p_good_signals").to_numpy(), config.max_candidate_thresholds)
     candidates = _wilson_rows(task, thresholds, config)
-    sides = _sides(task, config)
-    reason = _too_few_reviews(sides, config)
+    reviews = _reviews(task, config)
+    _, good, selecting = reviews
+    sides: dict[str, dict[str, Any]] = {"selection": _side_counts(good[selecting]), "certification": _side_counts(good[~selecting])}
+    reason = _too_few_reviews(sides, config) or (None if candidates else "every trace is vetoed: nothing to keep")
     selected = chosen = None
-    if reason is None and candidates:
-        selection, certification = _estimate_sides(task_type, task, thresholds, config)
+    if reason is None:
+        selection, certification = _estimate_sides(task_type, task, thresholds, reviews, config)
         sides["selection"]["platt"] = list(selection.platt)
         sides["certification"]["platt"] = list(certification.platt)
-        for index, row in enumerate(candidates):
-            row["selection_estimate"] = _rounded(selection.estimate[index])
-            row["selection_low"] = _rounded(selection.lower[index])
-            row["estimated_precision"] = _rounded(certification.estimate[index])
-            row["estimated_low"] = _rounded(certification.lower[index])
-            row["estimated_high"] = _rounded(certification.upper[index])
-        passing = [row for row in candidates if (row["selection_low"] or 0.0) >= config.precision_target]
-        selected = min(passing, key=lambda row: row["threshold"]) if passing else None
-        if selected is None:
-            reason = (
-                f"no threshold's lower bound reaches {config.precision_target} on the selection side "
-                f"({sides['selection']['reviewed']} reviewed, {sides['selection']['bad']} bad)"
-            )
-        elif (selected["estimated_low"] or 0.0) >= config.precision_target:
-            chosen = selected
-        else:
-            reason = (
-                f"threshold {selected['threshold']:.4f} selected on {sides['selection']['reviewed']} reviews but not "
-                f"certified: its lower bound on the other {sides['certification']['reviewed']} "
-                f"({sides['certification']['bad']} bad) is {selected['estimated_low']:.4f} < {config.precision_target}"
-            )
-    elif not candidates:
-        reason = "every trace is vetoed: nothing to keep"
+        _add_estimates(candidates, selection, certification)
+        selected, chosen, reason = _select_and_certify(candidates, sides, config)
     return {
         "traces": task.height,
-        "reviewed": sides["selection"]["reviewed"] + sides["certification"]["reviewed"],
+        "reviewed": int(len(good)),
         "sides": sides,
         "candidates": candidates,
         "selected": selected,
