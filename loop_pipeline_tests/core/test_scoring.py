@@ -508,6 +508,14 @@ def test_threshold_is_selected_on_one_side_certified_on_the_other_and_meets_the_
     # The harder task needs a stricter threshold.
     assert chosen["hard"] > chosen["intent"]
     assert scoring.keep_rules(sweep) == chosen == scoring.chosen_thresholds(sweep)
+    summary = scoring.summarize_sweep(sweep)
+    for task_type, entry in summary.items():
+        assert entry["rule"] == "score" and entry["threshold"] == chosen[task_type] and entry["reason"] is None
+        assert entry["precision_interval"][0] >= target and entry["kept"] == sweep[task_type]["chosen"]["kept"]
+        sides = entry["selection"], entry["certification"]
+        line = scoring.describe_threshold(task_type, entry)
+        assert line.startswith(f"{task_type}: threshold {chosen[task_type]:.3f} keeps {entry['kept']} of")
+        assert f"selected on {sides[0]['reviewed']} reviews ({sides[0]['bad']} bad), certified on {sides[1]['reviewed']}" in line
 
     mask = scoring.keep_mask(scored, chosen)
     assert scored.filter(mask).height == sum(sweep[t]["chosen"]["kept"] for t in chosen)
