@@ -12,7 +12,9 @@ from pydantic import Field, model_validator
 
 from loop_pipeline.core.contracts import TrainedAdapter
 from loop_pipeline.core.evaluation import Candidate, EvalConfig, EvaluationOutcome, RegisteredModel
+from loop_pipeline.core.evaluation.gate import DatasetChecks
 from loop_pipeline.core.tasks import TasksConfig
+from loop_pipeline.defs.datasets import checks as dataset_checks_module
 from loop_pipeline.defs.datasets.assets import TRAINING_DATASETS
 from loop_pipeline.defs.ingest.assets import RAW_TRACES
 from loop_pipeline.defs.training.assets import GPU_POOL, LORA_ADAPTER
@@ -21,17 +23,26 @@ from loop_pipeline.resources import LoopConfigs, LoopStorage, MlflowTracking
 HOLDOUT_EVAL = dg.AssetKey("holdout_eval")
 REGISTERED_MODEL = dg.AssetKey("registered_model")
 RESULTS_IO = "results_io"
-DATASET_CHECKS = (
-    "training_datasets_have_min_rows_per_task",
-    "training_datasets_have_no_sensitive_text",
-    "training_datasets_holdout_disjoint_from_train",
-    "training_datasets_label_shares_within_bounds",
-    "training_datasets_have_no_empty_targets",
-)
 
 
-def dataset_check_results(instance: dg.DagsterInstance, version: str) -> Optional[dict[str, bool]]:
-    """The latest result of each blocking dataset check, if it was about ``version``."""
+def blocking_dataset_checks() -> tuple[str, ...]:
+    """Every blocking check defined on training_datasets (defs/datasets/checks.py): the gate wants
+    each one recorded and passed, so a check added there is required here without a list to edit."""
+    names = {
+        spec.name
+        for definition in dg.load_asset_checks_from_modules([dataset_checks_module])
+        for spec in definition.check_specs
+        if spec.asset_key == TRAINING_DATASETS and spec.blocking
+    }
+    return tuple(sorted(names))
+
+
+DATASET_CHECKS = blocking_dataset_checks()
+
+
+def dataset_check_results(instance: dg.DagsterInstance, version: str) -> DatasetChecks:
+    """Every blocking dataset check, with the latest result of those last run on ``version`` (a
+    check whose latest run was about another version, or that never ran, is missing)."""
     keys = [dg.AssetCheckKey(TRAINING_DATASETS, name) for name in DATASET_CHECKS]
     records = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     results = {}
@@ -42,7 +53,7 @@ def dataset_check_results(instance: dg.DagsterInstance, version: str) -> Optiona
         checked = evaluation.metadata.get("version")
         if checked is not None and checked.value == version:
             results[key.name] = bool(evaluation.passed)
-    return results or None
+    return DatasetChecks(required=DATASET_CHECKS, results=results)
 
 
 class SystemPrompt(str, enum.Enum):
@@ -87,24 +98,58 @@ def report_folder(config: HoldoutEvalConfig, trained: TrainedAdapter, storage: L
     return beside.parent / f"eval-{trained.dataset_version}"
 
 
-def evaluation_metadata(outcome: EvaluationOutcome) -> dict[str, Any]:
+def _figure(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def tasks_table(outcome: EvaluationOutcome) -> str:
+    """One row per task type (docs/metrics.md). sim_ columns: the simulator's gold, simulated traffic only."""
     report = outcome.report
-    table = "| task type | agreement | threshold | coverage | served agreement | out-of-scope escalated |\n|---|---|---|---|---|---|\n"
+    table = (
+        "| task type | rows | agreement with the frontier | agreement with the reference | threshold | coverage | "
+        "served agreement | out-of-scope escalated | sim accuracy routed (simulated gold) | "
+        "sim accuracy all frontier (simulated gold) |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     for name, t in report.tasks.items():
         table += (
-            f"| {name} | {t.agreement:.3f} | {t.threshold} | {t.coverage:.3f} | {t.served_agreement} | "
-            f"{t.out_of_scope_escalated} |\n"
+            f"| {name} | {t.n} | {_figure(t.agreement_frontier)} | {_figure(t.agreement_reference)} "
+            f"(n={t.n_with_reference}) | {_figure(t.threshold, 6)} | {_figure(t.coverage)} | {_figure(t.served_agreement)} | "
+            f"{_figure(t.out_of_scope_escalated)} | {_figure(t.sim_accuracy_routed)} | {_figure(t.sim_accuracy_all_frontier)} |\n"
         )
+    return table
+
+
+def cost_table(outcome: EvaluationOutcome) -> str:
+    report, t = outcome.report, outcome.report.throughput
+    rows = [
+        ("device kind", t.device_kind),
+        ("price per hour (USD)", f"{report.cost.local_price_per_hour:g}"),
+        ("model load (s, not in the rates)", f"{t.load_seconds:.1f}"),
+        (f"requests/s one at a time ({t.one_at_a_time_n} timed)", f"{t.one_at_a_time_requests_per_s:.2f}"),
+        (f"requests/s in micro-batches of {t.batch_size}", f"{t.batched_requests_per_s:.2f}"),
+        ("rates used for the cost", report.cost.throughput_source),
+        ("blended cost ratio, micro-batched", f"{report.cost.blended_cost_ratio:.4f}"),
+        ("blended cost ratio, one at a time", f"{report.cost_one_at_a_time.blended_cost_ratio:.4f}"),
+    ]
+    return "| | |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+
+
+def evaluation_metadata(outcome: EvaluationOutcome) -> dict[str, Any]:
+    report = outcome.report
     return {
         "dataset_version": report.dataset_version,
         "candidate": report.model,
         "from_lineage": outcome.from_lineage,
         "training_run_id": str(outcome.trained.mlflow_run_id),
+        "certified_against": report.certified_against,
         "coverage": report.coverage,
         "blended_cost_ratio": report.cost.blended_cost_ratio,
+        "blended_cost_ratio_one_at_a_time": report.cost_one_at_a_time.blended_cost_ratio,
         "requests_per_s": report.requests_per_s,
+        "device_kind": report.throughput.device_kind,
         "promote": outcome.decision.promote,
-        "tasks": dg.MetadataValue.md(table),
+        "tasks": dg.MetadataValue.md(tasks_table(outcome)),
+        "throughput_and_cost": dg.MetadataValue.md(cost_table(outcome)),
         "decision": dg.MetadataValue.json(outcome.decision.model_dump(mode="json")),
         **{f"plot_{Path(plot).stem}": dg.MetadataValue.path(plot) for plot in outcome.plots},
         "mlflow_run_id": outcome.mlflow_run_id,
@@ -119,10 +164,12 @@ def evaluation_metadata(outcome: EvaluationOutcome) -> dict[str, Any]:
     io_manager_key=RESULTS_IO,
     pool=GPU_POOL,
     kinds={"pytorch", "mlflow"},
-    description="The lora_adapter result on the frozen holdout of the version it trained on: agreement with the "
-    "frontier per task type, confidence threshold reaching the target agreement (fixed-sequence binomial "
-    "tests on a calibration half), coverage and out-of-scope escalation on the other half, blended cost "
-    "ratio, paired comparison with the champion; an MLflow run (experiment loop-evaluation) with plots.",
+    description="The lora_adapter result on the frozen holdout of the version it trained on (all traffic of the "
+    "holdout groups, answered as the router serves it: arrival order, micro-batches): agreement with the frontier "
+    "and with the curated reference per task type, confidence threshold reaching the target agreement (selected "
+    "on a calibration half, certified on the other), coverage and out-of-scope escalation, requests/s one at a "
+    "time and micro-batched on the device it ran on, blended cost ratio at both, paired comparison with the "
+    "champion; an MLflow run (experiment loop-evaluation) with plots.",
 )
 def holdout_eval(
     context: dg.AssetExecutionContext,
