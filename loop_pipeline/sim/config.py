@@ -79,7 +79,7 @@ class SimulationConfig(ConfigModel):
     n_users: Annotated[int, Field(ge=1, le=10_000_000, strict=True)] = 200
     seed: Annotated[int, Field(ge=0, strict=True)] = 0
     # Production's mess (see NO_MESS for all of it off).
-    reviewer_error_rate: Probability = 0.03
+    reviewer_error_rate: Probability = 0.01
     thumbs_down_correct_rate: Probability = 0.01
     hallucination_false_flag_rate: Probability = 0.01
     edit_partial_rate: Probability = 0.15

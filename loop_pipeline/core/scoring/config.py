@@ -68,8 +68,8 @@ class ScoringConfig(ConfigModel):
     calibration: Literal["platt", "isotonic", "none"] = "platt"
     min_reviewed: StrictInt = Field(default=20, ge=2)
     calibration_folds: StrictInt = Field(default=5, ge=2)
-    precision_target: StrictFloat = Field(default=0.95, gt=0.0, lt=1.0)
-    interval_confidence: StrictFloat = Field(default=0.90, gt=0.0, lt=1.0)
+    precision_target: StrictFloat = Field(default=0.90, gt=0.0, lt=1.0)
+    interval_confidence: StrictFloat = Field(default=0.80, gt=0.0, lt=1.0)
     max_candidate_thresholds: StrictInt = Field(default=40, ge=2)
     # Thresholds with power: the kept set's precision is the mean calibrated probability of all its
     # traces, its lower bound a bootstrap over the reviewed traces (see core/scoring/certify.py).
@@ -77,9 +77,9 @@ class ScoringConfig(ConfigModel):
     bootstrap_seed: StrictInt = 0
     # Selection apart from certification: the reviewed traces split by a stable hash of trace_id.
     selection_fraction: StrictFloat = Field(default=0.5, gt=0.0, lt=1.0)
-    selection_strictness: StrictFloat = Field(default=2.0, ge=1.0)
+    selection_strictness: StrictFloat = Field(default=1.0, ge=1.0)
     min_reviewed_per_side: StrictInt = Field(default=30, ge=2)
-    min_bad_per_side: StrictInt = Field(default=2, ge=1)
+    min_bad_per_side: StrictInt = Field(default=1, ge=1)
     fallback: Literal["acceptance", "none"] = "acceptance"
     # Share of review verdicts that are wrong (either way), as measured by double review; 0: the
     # reviews are taken as the truth.

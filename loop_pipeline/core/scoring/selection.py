@@ -246,14 +246,15 @@ def _top_by_score(scored: pl.DataFrame, volume: Mapping[str, int]) -> pl.DataFra
 
 def compare_filters(scored: pl.DataFrame, rules: Mapping[str, KeepRule]) -> dict[str, dict[str, Any]] | None:
     """Kept volume and true error rate against the simulator's gold (only when every trace has
-    one; gold decides nothing) of: ``none``; ``acceptance`` (accepted, not vetoed); ``fused`` (each
-    task type's rule); and the fused score at acceptance's kept volume per task type, all of it
-    (``fused_at_acceptance_volume``) and ceil(95%) of it (``fused_at_95pct_acceptance_volume``)."""
+    one; gold decides nothing) of: ``none``; ``acceptance`` (what the user accepted: the filter a
+    team has without this loop, no other signal); ``fused`` (each task type's rule); and the fused
+    score at acceptance's kept volume per task type, all of it (``fused_at_acceptance_volume``) and
+    ceil(95%) of it (``fused_at_95pct_acceptance_volume``)."""
     if scored.height == 0 or scored.get_column("sim_gold").is_null().any():
         return None
     wrong = normalized(pl.col("output")) != normalized(pl.col("sim_gold"))
     tasks = sorted(scored.get_column("task_type").drop_nulls().unique().to_list())
-    acceptance = scored.filter(keep_mask(scored, {task: "acceptance" for task in tasks}))
+    acceptance = scored.filter(pl.col("accepted"))
     volume = {task: acceptance.filter(pl.col("task_type") == task).height for task in tasks}
     kept_sets = {
         "none": scored,
