@@ -98,17 +98,32 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
 # Loading and the prompt transform
 
 
+# CPU flags of native bfloat16 arithmetic. Without them torch emulates bfloat16: a SmolLM2 LoRA
+# step took 390 s in bfloat16 against 15 s in float32 on an AVX2-only AMD EPYC (same load).
+_CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 natively (Linux: its flags; elsewhere: assume not)."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return any(flag in flags for flag in _CPU_BF16_FLAGS)
+
+
 def resolve_dtype(name: str):
-    """auto: bfloat16 on a CUDA device that supports it, float32 elsewhere."""
+    """auto: bfloat16 on a CUDA device that supports it or a CPU with native bfloat16, else float32."""
     import torch
 
     if name == "float32":
         return torch.float32
     if name == "bfloat16":
         return torch.bfloat16
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
 
 
 def load_tokenizer(base: str):

@@ -44,3 +44,15 @@ def test_smollm2_resolves_to_a_converted_cached_folder(tmp_path):
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     assert resolve_base_model("smollm2-135m-instruct", tmp_path) == str(folder)  # cached: not converted again
     assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_auto_dtype_takes_bfloat16_only_on_a_cpu_that_computes_it_natively(tmp_path):
+    from loop_pipeline.core.models import cpu_has_native_bf16
+
+    avx2_only = tmp_path / "avx2"
+    avx2_only.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    sapphire = tmp_path / "amx"
+    sapphire.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert cpu_has_native_bf16(str(avx2_only)) is False
+    assert cpu_has_native_bf16(str(sapphire)) is True
+    assert cpu_has_native_bf16(str(tmp_path / "missing")) is False  # not Linux: float32
