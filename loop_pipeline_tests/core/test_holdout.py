@@ -7,6 +7,7 @@ through curate_examples and build_datasets with the repository's redaction and d
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from typing import Any
 
@@ -67,6 +68,7 @@ def frames(rows: list[dict[str, Any]]) -> tuple[pl.DataFrame, pl.DataFrame]:
     traces = pl.DataFrame(
         {
             "trace_id": [r["trace_id"] for r in rows],
+            "timestamp": [dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=i) for i in range(len(rows))],
             "messages": [[{"role": "system", "content": "Classify."}, {"role": "user", "content": r["_prompt"]}] for r in rows],
             "session_id": [f"s-{r['trace_id']}" for r in rows],
             "prompt_version": ["v1"] * len(rows),
@@ -103,7 +105,7 @@ def test_the_holdout_keeps_every_trace_of_its_groups_with_its_reference(built):
     curation, datasets = built
     holdout = datasets["holdout"]
     assert holdout.columns == [
-        "trace_id", "task_type", "group_key", "prompt", "reference", "reference_source", "frontier_output", "sim_gold",
+        "trace_id", "timestamp", "task_type", "group_key", "prompt", "reference", "reference_source", "frontier_output", "sim_gold",
     ]
     assert set(holdout.get_column("group_key")) == {group_key("u-hold")}
     assert holdout.height == len(CASES) + 2

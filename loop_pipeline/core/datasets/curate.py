@@ -108,8 +108,9 @@ def curate_examples(
     say = progress or (lambda _: None)
     # Sorted: the join's row order is unspecified, and deduplication breaks score ties by row order,
     # so without it the same traces could give another version.
-    frame = scored.join(
-        traces.select("trace_id", "messages", "session_id", "prompt_version"), on="trace_id", how="inner"
+    # The trace's own timestamp (when the request arrived) goes with it into the holdout.
+    frame = scored.drop("timestamp", strict=False).join(
+        traces.select("trace_id", "timestamp", "messages", "session_id", "prompt_version"), on="trace_id", how="inner"
     ).sort("trace_id")
     frame = _with_targets(frame, scored, thresholds, config)
     frame, redacted = redaction.redact_frame(

@@ -45,9 +45,11 @@ def build_datasets(examples: pl.DataFrame) -> dict[str, pl.DataFrame]:
         _assistant(pl.col("output")).alias("rejected"),
     )
     # Every trace of the holdout groups, with or without a curated reference: the traffic the
-    # router will see. The simulator's gold is kept for measuring only (never a decision input).
+    # router will see, with its arrival time (the evaluation replays it in that order). The
+    # simulator's gold is kept for measuring only (never a decision input).
     holdout = examples.filter(pl.col("split") == "holdout").select(
         "trace_id",
+        "timestamp",
         "task_type",
         "group_key",
         prompt,
