@@ -159,9 +159,10 @@ def thresholds_sweep(
     plot: Optional[Path] = typer.Option(None, help="Also write the precision-vs-volume plot here (PNG)."),
     mlflow: bool = typer.Option(True, help="Log one MLflow run per candidate threshold (--no-mlflow to skip)."),
 ) -> None:
-    """Score every trace (the scoring assets), then per task type pick the loosest threshold whose
-    precision against human review has a Wilson lower bound at the target; compare filters when gold
-    labels exist."""
+    """Score every trace (the scoring assets), then per task type select a threshold on one half of
+    the human reviews and certify it on the other (the kept set's estimated precision, with a
+    bootstrap lower bound, at the target), else fall back loudly; compare filters when the traces
+    carry the simulator's gold (docs/metrics.md)."""
     from loop_pipeline.core.scoring import describe_threshold
     from loop_pipeline.runs import materialize_scoring
 
