@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from loop_pipeline.cli import app
+from loop_pipeline.core.scoring.config import ScoringConfig
+from loop_pipeline.settings import REPO_ROOT
 from loop_pipeline.sim import SimulationConfig
 from loop_pipeline_tests.helpers import last_json_line, simulate_landing
 
@@ -40,13 +43,24 @@ def test_thresholds_sweep_prints_thresholds_comparison_and_mlflow_runs(ingested,
     summary = last_json_line(result.stdout)
 
     entry = summary["thresholds"]["intent"]
-    assert {"threshold", "kept", "estimated_precision", "precision_interval"} <= set(entry)
+    # 150 reviews of 500 traces certify a score threshold on this week: the rule is "score", not the fallback.
+    assert (entry["rule"], entry["fallback"], entry["reason"]) == ("score", "acceptance", None)
     assert entry["threshold"] is not None and 0 < entry["kept"] <= entry["traces"] == 500
     low, high = entry["precision_interval"]
-    assert low <= entry["estimated_precision"] <= high and low >= 0.95
-    assert set(summary["comparison"]) == {"none", "acceptance", "fused"}
-    assert summary["comparison"]["none"]["kept"] == 500
-    assert summary["comparison"]["fused"]["kept"] == entry["kept"]
+    assert low <= entry["estimated_precision"] <= high and low >= ScoringConfig.from_yaml(REPO_ROOT / "configs" / "scoring.yaml").precision_target
+    selection, certification = entry["selection"], entry["certification"]  # disjoint halves of the reviews
+    assert min(selection["reviewed"], certification["reviewed"]) > 0
+    assert selection["reviewed"] + certification["reviewed"] == entry["reviewed"]
+    assert f"selected on {selection['reviewed']} reviews ({selection['bad']} bad), certified on {certification['reviewed']}" in result.stderr
+
+    comparison = summary["comparison"]
+    assert set(comparison) == {"none", "acceptance", "fused", "fused_at_acceptance_volume", "fused_at_95pct_acceptance_volume"}
+    assert comparison["none"]["kept"] == 500 and comparison["fused"]["kept"] == entry["kept"]
+    accepted = comparison["acceptance"]["kept"]
+    assert comparison["fused_at_acceptance_volume"]["kept"] == accepted
+    assert comparison["fused_at_95pct_acceptance_volume"]["kept"] == math.ceil(0.95 * accepted)
+    # At 95% of acceptance's kept volume the fused score keeps fewer wrong outputs than acceptance (issue 13's bar).
+    assert comparison["fused_at_95pct_acceptance_volume"]["true_error_rate"] < comparison["acceptance"]["true_error_rate"]
     assert summary["calibration"]["method"] == "platt"
     assert summary["orphan_feedback_events"] == 0
     assert "intent: threshold" in result.stderr and "logged" in result.stderr
@@ -69,7 +83,7 @@ def test_thresholds_sweep_without_mlflow_logs_nothing(ingested, home):
     assert result.exit_code == 0, result.output
     summary = last_json_line(result.stdout)
     assert "mlflow" not in summary
-    assert summary["thresholds"]["intent"]["threshold"] is not None
+    assert summary["thresholds"]["intent"]["rule"] == "score" and summary["thresholds"]["intent"]["threshold"] is not None
     assert not (home / "mlflow").exists()
     assert "logged" not in result.stderr
 
