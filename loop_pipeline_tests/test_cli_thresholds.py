@@ -59,7 +59,7 @@ def test_thresholds_sweep_prints_thresholds_comparison_and_mlflow_runs(ingested,
     accepted = comparison["acceptance"]["kept"]
     assert comparison["fused_at_acceptance_volume"]["kept"] == accepted
     assert comparison["fused_at_95pct_acceptance_volume"]["kept"] == math.ceil(0.95 * accepted)
-    # At 95% of acceptance's kept volume the fused score keeps fewer wrong outputs than acceptance (issue 13's bar).
+    # At 95% of acceptance's kept volume the fused score's true error rate is below acceptance's (issue 13's bar).
     assert comparison["fused_at_95pct_acceptance_volume"]["true_error_rate"] < comparison["acceptance"]["true_error_rate"]
     assert summary["calibration"]["method"] == "platt"
     assert summary["orphan_feedback_events"] == 0
