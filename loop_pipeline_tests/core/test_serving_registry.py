@@ -27,6 +27,7 @@ from loop_pipeline.core.datasets import build_datasets
 from loop_pipeline.core.evaluation import Candidate, EvalConfig, EvalReport, EvaluationOutcome, TaskReport, blended_cost
 from loop_pipeline.core.evaluation.gate import GateDecision, GatePart, GateParts
 from loop_pipeline.core.evaluation.promotion import register_and_promote, serving_spec
+from loop_pipeline.core.evaluation.report import Throughput
 from loop_pipeline.core.evaluation.thresholds import ThresholdSelection
 from loop_pipeline.core.models import generate_with_confidence, load_for_inference, prepare_prompt
 from loop_pipeline.core.registry import RegistryError, promote, register_version, rollback
@@ -40,6 +41,8 @@ from loop_pipeline_tests.core.training.toy import SYSTEM, corpus, examples, trai
 from loop_pipeline_tests.tiny_models import build_tiny_model
 
 torch.set_num_threads(1)
+
+PRICE_PER_HOUR = 0.2  # the evaluating CPU's price, as configs/evaluation.yaml would give it
 
 TASKS = TasksConfig.from_mapping(
     {
@@ -77,14 +80,24 @@ def workspace(tmp_path_factory):
 
 
 def _outcome(trained: TrainedAdapter) -> EvaluationOutcome:
-    """An evaluation the gate passed (its figures as holdout_eval would report them)."""
+    """An evaluation the gate passed (its figures as holdout_eval would report them), measured on a
+    CPU priced at PRICE_PER_HOUR: the serving spec takes its rate and price from the report's cost."""
     task = TaskReport(
-        task_type="classify", kind="classification", n=200, n_in_scope=180, agreement=0.96, accuracy_vs_gold=None,
-        accuracy_vs_sim_gold=None, threshold=0.62, selection=ThresholdSelection(threshold=0.62, selected=0.62, calibration_p=0.01, test_p=0.02, n_min=45),
+        task_type="classify", kind="classification", n=200, n_in_scope=180, n_with_reference=150,
+        reference_sources={"review": 20, "edit": 10, "accepted_scored": 120, "frontier_unverified": 50},
+        agreement_frontier=0.95, agreement_reference=0.96, certified_against="reference",
+        threshold=0.62, selection=ThresholdSelection(threshold=0.62, selected=0.62, calibration_p=0.01, test_p=0.02, n_min=45),
         calibration_n=100, test_n=100, coverage=0.91, served_agreement=0.975, out_of_scope_n=20, out_of_scope_escalated=0.9,
     )
-    report = EvalReport(model=f"run {trained.mlflow_run_id}", dataset_version=trained.dataset_version, n=200, target_agreement=0.95,
-                        requests_per_s=12.5, coverage=0.91, cost=blended_cost(0.91, 0.01, 0.1, 12.5), tasks={"classify": task})
+    throughput = Throughput(device_kind="cpu", load_seconds=0.5, one_at_a_time_requests_per_s=3.0, batched_requests_per_s=12.5,
+                            batch_size=32, one_at_a_time_n=64)
+    report = EvalReport(
+        model=f"run {trained.mlflow_run_id}", dataset_version=trained.dataset_version, n=200, target_agreement=0.95,
+        certified_against="reference", coverage=0.91, throughput=throughput,
+        cost=blended_cost(0.91, 0.01, PRICE_PER_HOUR, 12.5),
+        cost_one_at_a_time=blended_cost(0.91, 0.01, PRICE_PER_HOUR, 3.0, "measured_one_at_a_time"),
+        tasks={"classify": task},
+    )
     passed = GatePart(passed=True, reasons=["ok"])
     return EvaluationOutcome(
         report=report, decision=GateDecision(promote=True, parts=GateParts(target_at_min_coverage=passed, no_regression=passed, dataset_checks=passed)),
@@ -101,7 +114,9 @@ def _answers(model_dir: Path | str):
 
 def test_a_registered_version_is_a_model_of_its_own_and_its_spec_round_trips(workspace, tmp_path):
     tracking, trained = workspace["tracking"], workspace["runs"][0]
-    config = EvalConfig(model_name="served", max_new_tokens=8, dtype="float32", local_price_per_hour=0.2)
+    # The config's own CPU price (0.10) is not what the spec carries: the report's cost, priced on the
+    # device that measured the throughput, is.
+    config = EvalConfig(model_name="served", max_new_tokens=8, dtype="float32")
     outcome = _outcome(trained)
     original = _answers(trained.merged_path)
     assert original.texts == ["billing", "travel", "tech", "travel"]  # it learned the toy task
@@ -114,6 +129,8 @@ def test_a_registered_version_is_a_model_of_its_own_and_its_spec_round_trips(wor
     version = tracking.client().get_model_version("served", "1")
     assert version.run_id == trained.mlflow_run_id and "/models/m-" in version.source  # a logged model of the training run
     assert trained.merged_path not in version.source and version.tags["dataset_version"] == "v-toy"
+    assert (version.tags["device_kind"], version.tags["local_price_per_hour"], version.tags["throughput_source"]) == ("cpu", "0.2", "measured_batched")
+    assert (version.tags["requests_per_s"], version.tags["requests_per_s_one_at_a_time"]) == ("12.500", "3.000")
 
     # The training machine's folders are gone: the registry alone serves the model (later
     # registrations of this run take the merged folder from the training run's artifacts).
@@ -140,7 +157,7 @@ def test_a_registered_version_is_a_model_of_its_own_and_its_spec_round_trips(wor
     assert spec.tasks["classify"] == TaskServing(kind="classification", threshold=0.62, escalation_labels=("out_of_scope",),
                                                  served_agreement=0.975, coverage=0.91)
     assert spec.tasks["summarize"] == TaskServing(kind="summarization")  # no certified threshold
-    assert (spec.requests_per_s, spec.local_price_per_hour, spec.target_agreement) == (12.5, 0.2, 0.95)
+    assert (spec.requests_per_s, spec.local_price_per_hour, spec.target_agreement) == (12.5, PRICE_PER_HOUR, 0.95)
     assert (spec.base_model, spec.dataset_version, spec.training_run_id) == (trained.base_model, "v-toy", trained.mlflow_run_id)
 
 

@@ -3,6 +3,7 @@ stage would curate, the tokenizer corpus, and a train config around a tiny model
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ def examples() -> pl.DataFrame:
                 rows.append(
                     {
                         "trace_id": f"t{n:03d}",
+                        # When the request arrived (curate_examples carries the trace's), a minute apart.
+                        "timestamp": datetime(2026, 11, 1, tzinfo=timezone.utc) + timedelta(minutes=n),
                         "task_type": "classify",
                         "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": template.format(word)}],
                         "output": WRONG[label] if bad else label,
@@ -43,7 +46,7 @@ def examples() -> pl.DataFrame:
                         "sim_gold": label,
                     }
                 )
-    return pl.DataFrame(rows).with_columns(pl.col("messages").cast(MESSAGES_DTYPE))
+    return pl.DataFrame(rows).with_columns(pl.col("messages").cast(MESSAGES_DTYPE), pl.col("timestamp").cast(pl.Datetime("us", "UTC")))
 
 
 def corpus() -> list[str]:
