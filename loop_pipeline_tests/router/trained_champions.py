@@ -13,6 +13,7 @@ from loop_pipeline.core.datasets import build_datasets
 from loop_pipeline.core.evaluation import Candidate, EvalConfig, EvalReport, EvaluationOutcome, TaskReport, blended_cost
 from loop_pipeline.core.evaluation.gate import GateDecision, GatePart, GateParts
 from loop_pipeline.core.evaluation.promotion import register_and_promote
+from loop_pipeline.core.evaluation.report import Throughput
 from loop_pipeline.core.evaluation.thresholds import ThresholdSelection
 from loop_pipeline.core.storage import write_parquet_atomic
 from loop_pipeline.core.tasks import TasksConfig
@@ -26,10 +27,11 @@ TASKS = TasksConfig.from_mapping(
     {"tasks": {TASK_TYPE: {"kind": "classification", "labels": ["billing", "travel", "tech"], "escalation_labels": ["out_of_scope"]}}}
 )
 HELD_OUT = "question about the"  # prompts of this template are the holdout
+PRICE_PER_HOUR = 0.36  # the CPU the router tests evaluate and serve on
 
 
 def eval_config(model_name: str) -> EvalConfig:
-    return EvalConfig(model_name=model_name, max_new_tokens=8, dtype="float32", local_price_per_hour=0.36, batch_size=32)
+    return EvalConfig(model_name=model_name, max_new_tokens=8, dtype="float32", local_price_per_hour={"cpu": PRICE_PER_HOUR}, batch_size=32)
 
 
 def dataset_version(root: Path) -> Path:
@@ -57,12 +59,21 @@ def passed_outcome(trained: TrainedAdapter, threshold: float) -> EvaluationOutco
     """An evaluation the gate passed, with ``threshold`` certified for the classify task."""
     selection = ThresholdSelection(threshold=threshold, selected=threshold, calibration_p=0.01, test_p=0.02, n_min=45)
     task = TaskReport(
-        task_type=TASK_TYPE, kind="classification", n=200, n_in_scope=200, agreement=0.96, accuracy_vs_gold=None,
-        accuracy_vs_sim_gold=None, threshold=threshold, selection=selection, calibration_n=100, test_n=100, coverage=0.9,
-        served_agreement=0.97, out_of_scope_n=0, out_of_scope_escalated=None,
+        task_type=TASK_TYPE, kind="classification", n=200, n_in_scope=200, n_with_reference=160,
+        reference_sources={"review": 40, "accepted_scored": 120, "frontier_unverified": 40},
+        agreement_frontier=0.95, agreement_reference=0.96, certified_against="reference", threshold=threshold,
+        selection=selection, calibration_n=100, test_n=100, coverage=0.9, served_agreement=0.97, out_of_scope_n=0,
+        out_of_scope_escalated=None,
     )
-    report = EvalReport(model=f"run {trained.mlflow_run_id}", dataset_version=trained.dataset_version, n=200, target_agreement=0.95,
-                        requests_per_s=10.0, coverage=0.9, cost=blended_cost(0.9, 0.01, 0.36, 10.0), tasks={TASK_TYPE: task})
+    throughput = Throughput(device_kind="cpu", load_seconds=0.5, one_at_a_time_requests_per_s=2.0, batched_requests_per_s=10.0,
+                            batch_size=32, one_at_a_time_n=64)
+    report = EvalReport(
+        model=f"run {trained.mlflow_run_id}", dataset_version=trained.dataset_version, n=200, target_agreement=0.95,
+        certified_against="reference", coverage=0.9, throughput=throughput,
+        cost=blended_cost(0.9, 0.01, PRICE_PER_HOUR, 10.0),
+        cost_one_at_a_time=blended_cost(0.9, 0.01, PRICE_PER_HOUR, 2.0, "measured_one_at_a_time"),
+        tasks={TASK_TYPE: task},
+    )
     passed = GatePart(passed=True, reasons=["ok"])
     return EvaluationOutcome(
         report=report, decision=GateDecision(promote=True, parts=GateParts(target_at_min_coverage=passed, no_regression=passed, dataset_checks=passed)),
