@@ -313,8 +313,15 @@ def test_outcome_round_trips_as_json_and_summarizes_like_loop_eval(tmp_path):
     outcome = _outcome(tmp_path, promote=True, from_lineage=True)
     again = EvaluationOutcome.model_validate_json(outcome.model_dump_json())
     assert again == outcome
+    # The as-served throughput and both costs survive the round trip, each cost naming its rate's source.
+    assert again.report.throughput.one_at_a_time_requests_per_s == 2.0 and again.report.requests_per_s == 10.0
+    assert (again.report.cost.throughput_source, again.report.cost_one_at_a_time.throughput_source) == ("measured_batched", "measured_one_at_a_time")
     summary = eval_summary(again)  # its figures: test_evaluation_answers.py
-    assert summary["tasks"]["intent"]["coverage_at_target"] == 0.8
+    task = summary["tasks"]["intent"]
+    assert summary["certified_against"] == "reference" and summary["requests_per_s"] == 10.0
+    assert (task["coverage_at_target"], task["agreement_frontier"], task["agreement_reference"]) == (0.8, 0.7, 0.72)
+    assert task["simulated_gold_accuracy"] is None  # no simulator gold in this report
+    assert summary["blended_cost_ratio_one_at_a_time"] > summary["blended_cost_ratio"]
     assert summary["decision"] == {
         "promote": True, "reasons": {"target_at_min_coverage": ["why"], "no_regression": ["why"], "dataset_checks": ["why"]},
     }
