@@ -679,7 +679,9 @@ def test_filters_compare_at_equal_kept_volume_on_simulated_traffic(simulated):
     def error_rate(frame: pl.DataFrame) -> float:
         return frame.select(wrong.mean()).item()
 
-    accepted = scored.filter(pl.col("accepted") & ~pl.col("vetoed"))
+    # Acceptance is what users accepted, nothing else (the filter a team has without the loop); the
+    # acceptance fallback also drops vetoed outputs, as every keep rule does.
+    accepted = scored.filter(pl.col("accepted"))
     assert comparison["none"]["kept"] == scored.height
     assert comparison["none"]["true_error_rate"] == pytest.approx(error_rate(scored))
     assert comparison["acceptance"]["kept"] == accepted.height
@@ -706,7 +708,9 @@ def test_filters_compare_at_equal_kept_volume_on_simulated_traffic(simulated):
         assert entry["true_precision"] == pytest.approx(1 - comparison["fused"]["true_error_rate"])
     else:  # the fallback, exactly: the fused filter is acceptance for this task type
         assert entry["rule"] == "acceptance" and entry["threshold"] is None and entry["reason"]
-        assert comparison["fused"] == comparison["acceptance"] and entry["kept"] == accepted.height
+        kept = accepted.filter(~pl.col("vetoed"))
+        assert comparison["fused"]["kept"] == entry["kept"] == kept.height
+        assert comparison["fused"]["true_error_rate"] == pytest.approx(error_rate(kept))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -793,7 +797,7 @@ def scoring_yaml_with(tmp_path, old: str, new: str):
     ("old", "new", "message"),
     [
         ("calibration: platt", "calibration: logistic", r"calibration: Input should be 'platt', 'isotonic' or 'none' \(got 'logistic'\)"),
-        ("precision_target: 0.95", "precision_target: 1.5", r"precision_target: Input should be less than 1 \(got 1.5\)"),
+        ("precision_target: 0.90", "precision_target: 1.5", r"precision_target: Input should be less than 1 \(got 1.5\)"),
         ("feedback_lookback_days: 3", "feedback_lookback_days: -1", r"feedback_lookback_days: Input should be greater than or equal to 0"),
         ("min_reviewed: 20", "min_reviewed: 2.5", r"min_reviewed: Input should be a valid integer"),
         ("judge_score_range: [0.0, 1.0]", "judge_score_range: [1.0, 0.0]", r"judge_score_range: Value error, \[low, high\] needs high > low"),

@@ -34,10 +34,10 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 # User action -> share of traffic; each trace gets one (or none), copies follow acceptance.
 ACTIONS = {"accepted": 0.55, "no_action": 0.25, "edited": 0.07, "rejected": 0.03, "regenerated": 0.03, "thumbs_up": 0.05, "thumbs_down": 0.02}
-# P(good | logit) = sigmoid(A * logit + B): no action ~0.85 good, accepted ~0.985, copied too ~0.993,
-# vetoed 15-55%. Keeping everything not vetoed is ~0.946 good, just under the 0.95 target; keeping
-# only accepted outputs is above it: a threshold that is too loose is there to be certified wrongly.
-A, B = 1.63, 0.92
+# P(good | logit) = sigmoid(A * logit + B): no action ~0.72 good, accepted ~0.97, copied too ~0.986,
+# vetoed at most ~20%. Keeping everything not vetoed is ~0.898 good, just under scoring.yaml's 0.90 target;
+# keeping only accepted outputs is above it: a threshold that is too loose is there to be certified wrongly.
+A, B = 1.63, 0.15
 
 
 def population(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
@@ -143,10 +143,16 @@ def test_a_sweep_reports_both_sides_disjoint_and_sized_as_they_are():
     summary = scoring.summarize_sweep({"intent": entry})["intent"]
     assert summary["selection"] == {k: sides["selection"][k] for k in ("reviewed", "bad")}
     assert summary["certification"] == {k: sides["certification"][k] for k in ("reviewed", "bad")}
-    # The certification side's estimate comes from its own fit: refit it by hand.
+    # The certification side's estimate comes from its own fit: refit it by hand on that side's
+    # reviews, identical (logit, verdict) reviews as one point weighted by their count, as
+    # estimate_side fits them (the same likelihood; only the small ridge sees the grouping, hence
+    # the per-review fit agrees to 1%).
     certifying = reviewed.filter(pl.Series(~selecting))
-    (a, b), = fit_platt(certifying.get_column("logit").to_numpy(), certifying.get_column("review_good").to_numpy(), np.ones((1, certifying.height)))
-    assert sides["certification"]["platt"] == pytest.approx([a, b], rel=1e-3)
+    logit, verdict = certifying.get_column("logit").to_numpy(), certifying.get_column("review_good").to_numpy().astype(float)
+    pairs, counts = np.unique(np.stack([logit, verdict], axis=1), axis=0, return_counts=True)
+    (a, b), = fit_platt(pairs[:, 0], pairs[:, 1], counts[None, :])
+    assert sides["certification"]["platt"] == pytest.approx([a, b], rel=1e-9)
+    assert fit_platt(logit, verdict, np.ones((1, len(logit))))[0] == pytest.approx([a, b], rel=1e-2)
     loosest = entry["candidates"][0]
     kept = scored.filter(~pl.col("vetoed") & (pl.col("p_good_signals") >= loosest["threshold"]))
     by_hand = float(sigmoid(a * kept.get_column("logit").to_numpy() + b).mean())
