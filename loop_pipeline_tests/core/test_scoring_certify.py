@@ -228,3 +228,30 @@ def test_samples_by_candidates_run_well_under_a_second_on_10k_distinct_scores():
     elapsed = time.perf_counter() - start
     assert estimate.lower.shape == (40,)
     assert elapsed < 1.0, f"{elapsed:.2f} s for 200 samples x 40 candidates over 10k traces"
+
+
+def _candidate(threshold: float, selection_low: float, certification_low: float) -> dict:
+    return {"threshold": threshold, "selection_low": selection_low, "estimated_low": certification_low}
+
+
+def test_certification_walks_the_proposals_strict_to_loose_and_keeps_the_last_that_holds():
+    from loop_pipeline.core.scoring.selection import _select_and_certify
+
+    config = scoring.ScoringConfig.from_yaml(REPO_CONFIGS / "scoring.yaml").with_overrides({"precision_target": 0.9})
+    sides = {"selection": {"reviewed": 70, "bad": 4}, "certification": {"reviewed": 70, "bad": 9}}
+    candidates = [
+        _candidate(0.86, 0.91, 0.87),  # the loosest proposal fails on the certification side ...
+        _candidate(0.93, 0.92, 0.89),  # ... so does this one: the walk stops here
+        _candidate(0.95, 0.93, 0.91),  # certified
+        _candidate(0.97, 0.94, 0.93),  # certified (stricter)
+        _candidate(0.99, 0.85, 0.99),  # not proposed (its selection bound misses): never tested
+    ]
+    selected, certified, reason = _select_and_certify(candidates, sides, config)
+    assert selected["threshold"] == 0.86 and certified["threshold"] == 0.95 and reason is None
+    # A gap in the walk ends it: a looser proposal past a failure is not certified, even if it holds.
+    candidates[1]["estimated_low"], candidates[0]["estimated_low"] = 0.89, 0.95
+    assert _select_and_certify(candidates, sides, config)[1]["threshold"] == 0.95
+    # The strictest proposal failing certifies nothing, and says which and why.
+    candidates[3]["estimated_low"] = 0.80
+    selected, certified, reason = _select_and_certify(candidates, sides, config)
+    assert certified is None and "0.9700" in reason and "0.8000 < 0.9" in reason and "4 thresholds proposed" in reason

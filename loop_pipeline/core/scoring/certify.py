@@ -1,6 +1,6 @@
 """The kept set's precision from the calibrated scores of ALL its traces, with the calibration's own
-uncertainty; the reviewed traces split in two so that one side selects a threshold and the other,
-independent side certifies it.
+uncertainty; the reviewed traces split in two so that one side proposes thresholds and the other,
+independent side certifies them (strict to loose, stopping at the first failure: selection.py).
 
 For a task type and a threshold ``t``, the kept set ``K(t)`` is the non-vetoed traces with
 ``p_good_signals >= t``. Its estimated precision is the mean over ``K(t)`` of ``q(logit)``, where

@@ -142,20 +142,29 @@ def _add_estimates(candidates: list[dict[str, Any]], selection: SideEstimate, ce
 def _select_and_certify(
     candidates: list[dict[str, Any]], sides: Mapping[str, Mapping[str, Any]], config: ScoringConfig
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
-    """(selected, certified, reason): the loosest candidate whose selection-side bound reaches the
-    target, and it again when the certification side's own bound does too."""
+    """(selected, certified, reason). The selection side proposes the candidates whose bound
+    reaches the target there, ordered strict to loose; the certification side tests them in that
+    order, each at the stated level, and stops at the first that fails (fixed-sequence testing:
+    the order does not depend on the certification side's reviews, so the loosest certified one
+    keeps the stated confidence). ``selected`` is the selection side's loosest proposal."""
     target = config.precision_target
-    passing = [row for row in candidates if (row["selection_low"] or 0.0) >= target]
-    if not passing:
+    proposed = sorted((row for row in candidates if (row["selection_low"] or 0.0) >= target), key=lambda row: -row["threshold"])
+    if not proposed:
         counts = sides["selection"]
         return None, None, f"no threshold's lower bound reaches {target} on the selection side ({counts['reviewed']} reviewed, {counts['bad']} bad)"
-    selected = min(passing, key=lambda row: row["threshold"])
-    if (selected["estimated_low"] or 0.0) >= target:
-        return selected, selected, None
-    chosen_on, checked_on = sides["selection"], sides["certification"]
+    certified = None
+    for row in proposed:
+        if (row["estimated_low"] or 0.0) < target:
+            break
+        certified = row
+    selected = proposed[-1]
+    if certified is not None:
+        return selected, certified, None
+    first, checked_on = proposed[0], sides["certification"]
     return selected, None, (
-        f"threshold {selected['threshold']:.4f} selected on {chosen_on['reviewed']} reviews but not certified: its lower "
-        f"bound on the other {checked_on['reviewed']} ({checked_on['bad']} bad) is {selected['estimated_low']:.4f} < {target}"
+        f"{len(proposed)} thresholds proposed on {sides['selection']['reviewed']} reviews, none certified: the strictest, "
+        f"{first['threshold']:.4f}, has a lower bound of {first['estimated_low']:.4f} < {target} on the other "
+        f"{checked_on['reviewed']} ({checked_on['bad']} bad)"
     )
 
 
