@@ -3,6 +3,7 @@ of them fails with one line naming the file, the field and what is allowed."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +87,10 @@ def test_config_check_command_reports_the_broken_file_and_exits_2(tmp_path):
         target = folder / path.relative_to(REPO_CONFIGS)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(path.read_bytes())
-    (folder / "scoring.yaml").write_text(
-        (REPO_CONFIGS / "scoring.yaml").read_text(encoding="utf-8").replace("precision_target: 0.95", "precision_target: 7"),
-        encoding="utf-8",
-    )
+    shipped = (REPO_CONFIGS / "scoring.yaml").read_text(encoding="utf-8")
+    broken, replaced = re.subn(r"(?m)^precision_target: .*$", "precision_target: 7", shipped)
+    assert replaced == 1
+    (folder / "scoring.yaml").write_text(broken, encoding="utf-8")
     result = CliRunner().invoke(app, ["config", "check", "--dir", str(folder)])
     assert result.exit_code == 2
     summary = last_json_line(result.stdout)
@@ -108,7 +109,7 @@ def test_a_launchpad_override_for_an_unknown_file_is_refused_not_ignored():
     from loop_pipeline.core.scoring import ScoringConfig
     from loop_pipeline.resources import LoopConfigs
 
-    assert LoopConfigs(config_dir=str(REPO_CONFIGS), overrides={"scoring": {"precision_target": 0.9}}).load(ScoringConfig).precision_target == 0.9
+    assert LoopConfigs(config_dir=str(REPO_CONFIGS), overrides={"scoring": {"precision_target": 0.85}}).load(ScoringConfig).precision_target == 0.85
     misspelled = LoopConfigs(config_dir=str(REPO_CONFIGS), overrides={"scorng": {"precision_target": 0.9}})
     with pytest.raises(ConfigError, match=r"unknown config file\(s\) \['scorng'\]"):
         misspelled.load(ScoringConfig)
