@@ -3,9 +3,10 @@
 import dagster as dg
 import pytest
 
+from loop_pipeline.core.datasets import DatasetConfig
 from loop_pipeline.demo import run_demo
 from loop_pipeline.runs import materialize_ingest
-from loop_pipeline.settings import LoopSettings
+from loop_pipeline.settings import REPO_ROOT, LoopSettings
 
 
 def test_demo_simulates_and_ingests_every_landing_day(loop_home):
@@ -41,8 +42,12 @@ def test_rerunning_the_demo_rewrites_identical_tables(loop_home):
     assert first["datasets"]["new_version"] is True and second["datasets"]["new_version"] is False
     versions = [p.name for p in (loop_home / "datasets").iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert versions == [first["datasets"]["version"]]
-    # 40 traces cannot fill a task with 20 reviewed-and-kept sft rows: the gate says so.
-    assert "training_datasets_have_min_rows_per_task" in first["datasets"]["blocked_by"]
+    # One review in 40 traces certifies no threshold: the intent task keeps what users accepted (the
+    # fallback, with its reason), and those outputs fill the training set past min_rows_per_task.
+    intent = first["thresholds"]["intent"]
+    assert (intent["rule"], intent["threshold"]) == ("acceptance", None) and intent["reason"].startswith("too few reviews")
+    min_rows = DatasetConfig.from_yaml(REPO_ROOT / "configs" / "datasets.yaml").min_rows_per_task
+    assert first["datasets"]["blocked_by"] == {} and first["datasets"]["rows_by_task_type"]["sft"]["intent"] >= min_rows
 
 
 def test_materialize_without_landing_data_says_what_to_do(loop_home):
