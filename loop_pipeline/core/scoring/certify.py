@@ -52,8 +52,12 @@ def fit_platt(logit: np.ndarray, good: np.ndarray, weights: np.ndarray) -> np.nd
     logit = np.asarray(logit, dtype=float)
     y = np.asarray(good, dtype=float)
     weights = np.atleast_2d(np.asarray(weights, dtype=float))
-    centre = float(logit.mean()) if len(logit) else 0.0
-    scale = float(logit.std()) or 1.0
+    # Standardized by the weighted logits (all samples together), so that grouping identical
+    # reviews into weighted points leaves even the ridge's pull exactly where it was.
+    total = weights.sum(axis=0)
+    centre = float(np.average(logit, weights=total)) if len(logit) and total.sum() > 0 else 0.0
+    scale = float(np.sqrt(np.average((logit - centre) ** 2, weights=total))) if len(logit) and total.sum() > 0 else 1.0
+    scale = scale or 1.0
     z = (logit - centre) / scale  # fitted on a standardized logit, reported on the raw one
     design = np.stack([z, np.ones_like(z)], axis=1)  # (n, 2)
     squares = np.stack([z * z, z, np.ones_like(z)], axis=1)  # the Hessian's entries, per trace

@@ -195,7 +195,7 @@ def _sweep_task(task_type: str, task: pl.DataFrame, config: ScoringConfig) -> di
         "chosen": chosen,
         "rule": "score" if chosen else config.fallback,
         "fallback": config.fallback,
-        "acceptance_kept": task.filter(pl.col("accepted") & ~pl.col("vetoed")).height,
+        "fallback_acceptance_kept": task.filter(pl.col("accepted") & ~pl.col("vetoed")).height,  # what the acceptance fallback keeps
         "reason": reason,
     }
 

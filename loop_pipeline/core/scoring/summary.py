@@ -11,7 +11,7 @@ import polars as pl
 def _kept_by_rule(entry: Mapping[str, Any]) -> int:
     if entry["rule"] == "score":
         return entry["chosen"]["kept"]
-    return entry["acceptance_kept"] if entry["rule"] == "acceptance" else 0
+    return entry["fallback_acceptance_kept"] if entry["rule"] == "acceptance" else 0
 
 
 def summarize_sweep(sweep: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
