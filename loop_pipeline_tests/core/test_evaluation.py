@@ -15,7 +15,6 @@ from loop_pipeline.core.evaluation import (
     agrees,
     blended_cost,
     choose_threshold,
-    evaluate_answers,
     gate_decision,
     min_testable,
     paired_regression,
