@@ -11,7 +11,7 @@ import dagster as dg
 
 import loop_pipeline  # noqa: F401  (sets the no-telemetry environment first)
 from loop_pipeline.core.scoring import ScoringConfig
-from loop_pipeline.defs import datasets, evaluation, ingest, scoring, training
+from loop_pipeline.defs import automation, datasets, evaluation, ingest, report, scoring, training
 from loop_pipeline.resources import LoopConfigs, LoopStorage, MlflowTracking, StageResultIOManager
 from loop_pipeline.resources.trainer import K8sTrainerLauncher, TrainerLauncher
 from loop_pipeline.settings import LoopSettings
@@ -54,7 +54,7 @@ def build_defs(settings: LoopSettings | None = None, **resource_overrides: str |
     settings = settings or LoopSettings()
     # The feedback lookback is part of the scoring stage's asset graph (its partition mapping).
     lookback_days = settings.load(ScoringConfig).feedback_lookback_days
-    stages = (ingest.defs, scoring.scoring_defs(lookback_days), datasets.defs, training.defs, evaluation.defs)
+    stages = (ingest.defs, scoring.scoring_defs(lookback_days), datasets.defs, training.defs, evaluation.defs, report.defs, automation.defs)
     return dg.Definitions.merge(*stages, dg.Definitions(resources=build_resources(settings, **resource_overrides)))
 
 

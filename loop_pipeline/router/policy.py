@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from loop_pipeline.core.evaluation.metrics import normalize_label
 from loop_pipeline.core.serving import ServingSpec, TaskServing
 
-LOCAL, FRONTIER, FALLBACK = "local", "frontier", "fallback"
-ROUTES = (LOCAL, FRONTIER, FALLBACK)
+from loop_pipeline.core.routes import FALLBACK, FRONTIER, LOCAL, ROUTES  # noqa: F401  (the router's names for them)
 
 
 @dataclass(frozen=True)
