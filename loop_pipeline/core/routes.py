@@ -39,3 +39,24 @@ def shadow_agrees(metadata: pl.Expr | None = None) -> pl.Expr:
     """Whether the shadow call agreed with the served local answer (null when not shadowed)."""
     metadata = pl.col("metadata") if metadata is None else metadata
     return metadata.str.json_path_match("$.shadow_agrees").replace_strict({"true": True, "false": False}, default=None, return_dtype=pl.Boolean)
+
+
+def _metadata_float(metadata: pl.Expr | None, field: str) -> pl.Expr:
+    metadata = pl.col("metadata") if metadata is None else metadata
+    return metadata.str.json_path_match(f"$.{field}").cast(pl.Float64, strict=False)
+
+
+def frontier_cost(cost: pl.Expr | None = None, metadata: pl.Expr | None = None) -> pl.Expr:
+    """What the frontier charged for the request's frontier answer: the trace's ``cost_usd`` when the
+    router did not write it; the frontier call alone (``metadata.cost_frontier_usd``; the router's
+    ``cost_usd`` also counts the local try) when escalated or fallen back; the shadow call
+    (``metadata.cost_shadow_usd``) when served locally, null when not shadowed."""
+    cost = pl.col("cost_usd") if cost is None else cost
+    which = route(metadata)
+    return (
+        pl.when(which == DIRECT)
+        .then(cost)
+        .when(which == LOCAL)
+        .then(_metadata_float(metadata, "cost_shadow_usd"))
+        .otherwise(_metadata_float(metadata, "cost_frontier_usd"))
+    )

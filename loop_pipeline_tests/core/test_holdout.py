@@ -56,7 +56,7 @@ def scored_row(trace_id: str, user: str, prompt: str, **fields: Any) -> dict[str
         "trace_id": trace_id, "task_type": "intent", "user_id": user, "output": "balance", "sim_gold": "balance",
         "p_good": 0.5, "p_good_signals": 0.5, "vetoed": False, "accepted": False, "reviewed": False,
         "review_good": None, "review_label": None, "edited": False, "user_edit": None,
-        "rejected": False, "hallucination": False, "thumbs_down": False, "heuristic_failed": False,
+        "rejected": False, "hallucination": False, "thumbs_up": False, "thumbs_down": False, "heuristic_failed": False,
         "_prompt": prompt,
     }
     row.update(fields)
@@ -72,8 +72,9 @@ def frames(rows: list[dict[str, Any]]) -> tuple[pl.DataFrame, pl.DataFrame]:
             "messages": [[{"role": "system", "content": "Classify."}, {"role": "user", "content": r["_prompt"]}] for r in rows],
             "session_id": [f"s-{r['trace_id']}" for r in rows],
             "prompt_version": ["v1"] * len(rows),
+            "metadata": [None] * len(rows),  # no router route: direct frontier traces
         },
-        schema_overrides={"messages": MESSAGES_DTYPE},
+        schema_overrides={"messages": MESSAGES_DTYPE, "metadata": pl.String},
     )
     return scored.drop("_prompt"), traces
 

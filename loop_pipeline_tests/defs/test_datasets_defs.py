@@ -148,6 +148,9 @@ def test_passing_expectations_let_the_downstream_asset_run(pipeline):
     assert metadata["config/datasets"]["group_by"] == "user_id" and "config/redaction" in metadata
     assert metadata["rows"]["sft"] >= 20 and metadata["rows"]["holdout"] > 0
     assert metadata["rows_by_task_type"]["sft"] == {"intent": metadata["rows"]["sft"]}
+    # Simulated traffic never went through the router: every row is direct, no local output left out.
+    assert metadata["rows_by_route"] == {name: {"direct": n} for name, n in metadata["rows"].items() if n}
+    assert metadata["local_excluded_unverified"] == 0 and metadata["shadow_agreement"] == {}
     (trained,) = result.asset_materializations_for_node(DOWNSTREAM)
     assert trained.metadata["trained_on"].value == version
     assert DOWNSTREAM in steps(result, dg.DagsterEventType.STEP_SUCCESS)

@@ -14,7 +14,7 @@ from loop_pipeline.core import dedup, redaction
 from loop_pipeline.core.datasets.config import DatasetConfig
 from loop_pipeline.core.datasets.curate import curate_examples
 from loop_pipeline.core.datasets.lineage import log_version_to_mlflow
-from loop_pipeline.core.datasets.shape import build_datasets, counts_by_task
+from loop_pipeline.core.datasets.shape import build_datasets, counts_by_route, counts_by_task
 from loop_pipeline.core.datasets.store import read_assignments, write_version
 from loop_pipeline.core.tracking import TrackingTarget
 
@@ -39,11 +39,14 @@ def build_dataset_version(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Curate, shape, version and (with ``tracking``) log to MLflow; the summary `loop datasets
-    build` prints. Returns version, created, paths, rows, counts, redacted, dedup, mlflow_run_id."""
+    build` prints. Returns version, created, paths, rows, counts, rows_by_route, router, redacted,
+    dedup, mlflow_run_id (``router``: traces per route, local outputs left out unverified, the
+    shadows' live agreement per task type; see :func:`~loop_pipeline.core.datasets.curate.curate_examples`)."""
     curation = curate_examples(
         scored, traces, thresholds, read_assignments(root), config, redaction_config, dedup_config, progress
     )
     datasets = build_datasets(curation.examples)
+    by_route = counts_by_route(datasets, curation.examples)
     info = {
         "thresholds": dict(thresholds),
         "config_hash": config_hash(config, redaction_config, dedup_config),
@@ -51,6 +54,7 @@ def build_dataset_version(
         "scored_traces": scored.height,
         "holdout_groups": int(curation.assignments.filter(pl.col("split") == "holdout").height),
         **curation.stats,
+        "rows_by_route": by_route,
     }
     version, paths, created = write_version(datasets, curation.assignments, root, info)
     run_id = log_version_to_mlflow(version, paths, tracking, info) if tracking is not None else None
@@ -60,6 +64,8 @@ def build_dataset_version(
         "paths": {name: str(path) for name, path in paths.items()},
         "rows": {name: frame.height for name, frame in datasets.items()},
         "counts": counts_by_task(datasets),
+        "rows_by_route": by_route,
+        "router": curation.stats["router"],
         "redacted": curation.stats["redacted"],
         "dedup": {k: v for k, v in curation.stats.items() if k.startswith("dedup_") or k.startswith("train_excluded")},
         "mlflow_run_id": run_id,

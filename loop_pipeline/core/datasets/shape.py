@@ -18,8 +18,8 @@ def _assistant(text: pl.Expr) -> pl.Expr:
 def build_datasets(examples: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """sft (messages), kto (prompt, completion, label), dpo (prompt, chosen, rejected) from the train
     rows; holdout (prompt, reference, reference_source, frontier_output, sim_gold) from every
-    holdout row (reference_source: review, edit, accepted_scored or frontier_unverified, see
-    :data:`~loop_pipeline.core.datasets.curate.REFERENCE_SOURCES`)."""
+    holdout row (reference_source: see :data:`~loop_pipeline.core.datasets.curate.REFERENCE_SOURCES`;
+    frontier_output: a frontier answer only, null for a locally served trace nobody shadowed)."""
     train = examples.filter(pl.col("split") == "train")
     prompt = pl.col("messages").alias("prompt")
     sft = train.filter(pl.col("target").is_not_null()).select(
@@ -55,7 +55,7 @@ def build_datasets(examples: pl.DataFrame) -> dict[str, pl.DataFrame]:
         prompt,
         "reference",
         "reference_source",
-        pl.col("output").alias("frontier_output"),
+        "frontier_output",
         "sim_gold",
     )
     return {
@@ -71,4 +71,15 @@ def counts_by_task(datasets: Mapping[str, pl.DataFrame]) -> dict[str, dict[str, 
     for name, frame in datasets.items():
         grouped = frame.group_by("task_type").len().sort("task_type")
         out[name] = {str(task): int(n) for task, n in grouped.iter_rows()}
+    return out
+
+
+def counts_by_route(datasets: Mapping[str, pl.DataFrame], examples: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Rows of each dataset per route of their trace (``core.routes``: direct, local, frontier,
+    fallback); kto rows of both labels."""
+    route = examples.select("trace_id", "route").unique("trace_id")
+    out: dict[str, dict[str, int]] = {}
+    for name, frame in datasets.items():
+        grouped = frame.select("trace_id").join(route, on="trace_id", how="left").group_by("route").len().sort("route")
+        out[name] = {str(r): int(n) for r, n in grouped.iter_rows()}
     return out

@@ -6,6 +6,13 @@ against the simulator's gold (reported, never a decision input).
 Served locally: confidence >= the task's threshold and the answer is not an escalation label
 (``out_of_scope``). Out of scope: the row's reference is an escalation label (never the
 simulator's gold). Calibration and test halves come from a stable hash of the trace id.
+
+Every row is traffic (coverage, served share), but a figure measured against an answer reads only
+the rows that have that answer: agreement with the frontier the rows with a ``frontier_output``
+(null for a request the router served locally and nobody shadowed: a local answer is never a
+frontier answer), the threshold, served agreement and confusions the rows with the certification
+reference (``reference``, or ``frontier_output`` when certifying against the frontier); the
+report says how many rows each used (``n_with_frontier``, ``n_certification``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from loop_pipeline.core.tasks import TasksConfig, TaskSpec
 
 # The reference_source of a row that nothing vouches for: its reference is the frontier's output.
 UNVERIFIED = "frontier_unverified"
+# The reference sources that are curated evidence (core.datasets.curate.CURATED_SOURCES; not
+# imported: the router imports this package's metrics, and must not pull the datasets stage in).
+CURATED_SOURCES = ("review", "edit", "accepted_scored")
 HOLDOUT_COLUMNS = ("trace_id", "task_type", "reference", "reference_source", "frontier_output")
 
 
@@ -43,7 +53,8 @@ def evaluate_answers(
 ) -> tuple[dict[str, TaskReport], pl.DataFrame]:
     """Per task type: its report, and the per-example frame (trace_id, task_type, reference,
     reference_source, frontier_output, sim_gold, answer, confidence, split, agrees (against the
-    certification reference), agrees_frontier, agrees_reference, served, out_of_scope).
+    certification reference), agrees_frontier, agrees_reference (each null where the row lacks
+    that answer), served, out_of_scope).
     ``holdout`` needs HOLDOUT_COLUMNS; ``sim_gold`` is optional (absent or null: no sim_ figures)."""
     missing = [c for c in HOLDOUT_COLUMNS if c not in holdout.columns]
     if missing:
@@ -71,7 +82,9 @@ class _Rows:
     reference: list[str | None]
     frontier: list[str | None]
     expected: list[str | None]  # the certification reference
-    curated: np.ndarray  # reference_source is not frontier_unverified
+    curated: np.ndarray  # reference_source is curated evidence (CURATED_SOURCES)
+    has_frontier: np.ndarray  # the row has a frontier answer
+    certifiable: np.ndarray  # the row has its certification reference
     agrees_reference: np.ndarray
     agrees_frontier: np.ndarray
     agrees: np.ndarray  # against the certification reference
@@ -92,12 +105,16 @@ def _rows(part: pl.DataFrame, spec: TaskSpec, config: EvalConfig) -> _Rows:
 
     agrees_reference, agrees_frontier = agreement(reference), agreement(frontier)
     by_reference = config.certify_against == "reference"
+    has_reference = np.array([r is not None for r in reference], dtype=bool)
+    has_frontier = np.array([f is not None for f in frontier], dtype=bool)
     return _Rows(
         answer=answer,
         reference=reference,
         frontier=frontier,
         expected=reference if by_reference else frontier,
-        curated=(part.get_column("reference_source") != UNVERIFIED).to_numpy(),
+        curated=part.get_column("reference_source").is_in(CURATED_SOURCES).to_numpy(),
+        has_frontier=has_frontier,
+        certifiable=has_reference if by_reference else has_frontier,
         agrees_reference=agrees_reference,
         agrees_frontier=agrees_frontier,
         agrees=agrees_reference if by_reference else agrees_frontier,
@@ -112,9 +129,11 @@ def _task_report(part: pl.DataFrame, spec: TaskSpec, config: EvalConfig) -> tupl
     rows = _rows(part, spec, config)
     conf, agree, local, test = rows.confidence, rows.agrees, rows.local, rows.test
     calibration = ~test
+    # Certified on the rows that have the certification reference; served decided for every row.
+    cal_c, test_c = calibration & rows.certifiable, test & rows.certifiable
     choice = choose_threshold(
-        (conf[calibration], agree[calibration], local[calibration]),
-        (conf[test], agree[test], local[test]),
+        (conf[cal_c], agree[cal_c], local[cal_c]),
+        (conf[test_c], agree[test_c], local[test_c]),
         config.target_agreement,
         config.delta,
     )
@@ -128,8 +147,10 @@ def _task_report(part: pl.DataFrame, spec: TaskSpec, config: EvalConfig) -> tupl
         n=part.height,
         n_in_scope=int((~rows.out_of_scope).sum()),
         n_with_reference=int(rows.curated.sum()),
+        n_with_frontier=int(rows.has_frontier.sum()),
+        n_certification=int(rows.certifiable.sum()),
         reference_sources={str(source): int(n) for source, n in sources.iter_rows()},
-        agreement_frontier=float(rows.agrees_frontier.mean()),
+        agreement_frontier=float(rows.agrees_frontier[rows.has_frontier].mean()) if rows.has_frontier.any() else None,
         agreement_reference=float(rows.agrees_reference[rows.curated].mean()) if rows.curated.any() else None,
         certified_against=config.certify_against,
         threshold=choice.threshold,
@@ -137,22 +158,32 @@ def _task_report(part: pl.DataFrame, spec: TaskSpec, config: EvalConfig) -> tupl
         calibration_n=int(calibration.sum()),
         test_n=int(test.sum()),
         coverage=float(served[in_scope_test].mean()) if in_scope_test.any() else 0.0,
-        served_agreement=float(agree[served & test].mean()) if (served & test).any() else None,
+        served_agreement=float(agree[served & test_c].mean()) if (served & test_c).any() else None,
         out_of_scope_n=int(oos_test.sum()),
         out_of_scope_escalated=float((~served[oos_test]).mean()) if oos_test.any() else None,
         sim_accuracy_routed=routed,
         sim_accuracy_all_frontier=all_frontier,
-        curve=coverage_agreement_curve(conf[test], agree[test], local[test]),
-        confusions=worst_confusions(rows.answer, rows.expected, agree),
+        curve=coverage_agreement_curve(conf[test_c], agree[test_c], local[test_c]),
+        confusions=worst_confusions(*_certifiable(rows)),
     )
     scored = part.with_columns(
-        pl.Series("agrees", agree),
-        pl.Series("agrees_frontier", rows.agrees_frontier),
-        pl.Series("agrees_reference", rows.agrees_reference),
+        _masked("agrees", agree, rows.certifiable),
+        _masked("agrees_frontier", rows.agrees_frontier, rows.has_frontier),
+        _masked("agrees_reference", rows.agrees_reference, np.array([r is not None for r in rows.reference], dtype=bool)),
         pl.Series("served", served),
         pl.Series("out_of_scope", rows.out_of_scope),
     )
     return report, scored
+
+
+def _masked(name: str, values: np.ndarray, present: np.ndarray) -> pl.Series:
+    """Agreement per row, null where the row lacks the answer it is measured against."""
+    return pl.Series(name, [bool(v) if p else None for v, p in zip(values, present)], dtype=pl.Boolean)
+
+
+def _certifiable(rows: _Rows) -> tuple[list[str | None], list[str | None], np.ndarray]:
+    keep = np.flatnonzero(rows.certifiable)
+    return [rows.answer[i] for i in keep], [rows.expected[i] for i in keep], rows.agrees[keep]
 
 
 def _sim_accuracy(
@@ -160,9 +191,10 @@ def _sim_accuracy(
 ) -> tuple[float | None, float | None]:
     """Simulated traffic only, test half: accuracy against the simulator's gold of the routed
     system (served rows answered locally, the rest by the frontier) and of the frontier alone.
-    (None, None) when no test row has gold. Reported only: no decision reads it."""
+    (None, None) when no test row has gold. Rows without a frontier answer are skipped (neither
+    system can be scored on them). Reported only: no decision reads it."""
     routed, frontier = [], []
-    for i in np.flatnonzero(rows.test):
+    for i in np.flatnonzero(rows.test & rows.has_frontier):
         gold = sim_gold[i]
         if gold is None:
             continue

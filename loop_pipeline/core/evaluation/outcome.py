@@ -39,6 +39,8 @@ def _task_summary(t: TaskReport) -> dict[str, Any]:
     return {
         "n": t.n,
         "n_with_reference": t.n_with_reference,
+        "n_with_frontier": t.n_with_frontier,
+        "n_certification": t.n_certification,
         "reference_sources": t.reference_sources,
         "agreement_frontier": t.agreement_frontier,
         "agreement_reference": t.agreement_reference,
@@ -68,6 +70,11 @@ def eval_summary(outcome: EvaluationOutcome) -> dict[str, Any]:
         "coverage": report.coverage,
         "blended_cost_ratio": report.cost.blended_cost_ratio,
         "blended_cost_ratio_one_at_a_time": report.cost_one_at_a_time.blended_cost_ratio,
+        "frontier_cost": {
+            "per_request": report.cost.frontier_cost_per_request,
+            "rows": report.cost.frontier_cost_rows,
+            "skipped_no_frontier_answer": report.cost.frontier_cost_skipped,
+        },
         "requests_per_s": report.requests_per_s,
         "throughput": {
             "device_kind": throughput.device_kind,

@@ -28,7 +28,12 @@ class TaskReport(StageResult):
     n_in_scope: int  # rows whose reference is not an escalation label
     n_with_reference: int  # rows with a curated reference (review, edit, accepted_scored)
     reference_sources: dict[str, int]  # rows per reference_source
-    agreement_frontier: float  # all rows: candidate vs the frontier's own output
+    # Rows with a frontier answer (the frontier's own output; a locally served trace's shadow answer;
+    # none for a local answer nobody shadowed), and rows with the certification reference (what the
+    # threshold, served agreement and confusions read). None: a report from before they were counted.
+    n_with_frontier: Optional[int] = None
+    n_certification: Optional[int] = None
+    agreement_frontier: Optional[float]  # rows with a frontier answer: candidate vs it
     agreement_reference: Optional[float]  # rows with a curated reference: candidate vs it
     certified_against: str  # "reference" or "frontier" (EvalConfig.certify_against)
     threshold: Optional[float]  # certified on the test half; None: no threshold reaches the target
@@ -94,6 +99,8 @@ def log_evaluation(
         "batched_requests_per_s": throughput.batched_requests_per_s,
         "one_at_a_time_requests_per_s": throughput.one_at_a_time_requests_per_s,
         "load_seconds": throughput.load_seconds,
+        "frontier_cost_rows": report.cost.frontier_cost_rows,
+        "frontier_cost_skipped_no_frontier_answer": report.cost.frontier_cost_skipped,
     }
     for name, task in report.tasks.items():
         metrics.update(
@@ -101,6 +108,8 @@ def log_evaluation(
                 f"{name}/agreement_frontier": task.agreement_frontier,
                 f"{name}/agreement_reference": task.agreement_reference,
                 f"{name}/n_with_reference": task.n_with_reference,
+                f"{name}/n_with_frontier": task.n_with_frontier,
+                f"{name}/n_certification": task.n_certification,
                 f"{name}/coverage": task.coverage,
                 f"{name}/threshold": task.threshold,
                 f"{name}/served_agreement": task.served_agreement,

@@ -25,7 +25,7 @@ from loop_pipeline.core.contracts import TrainedAdapter
 from loop_pipeline.core.evaluation.answers import evaluate_answers
 from loop_pipeline.core.evaluation.candidate import Candidate, champion_candidate, read_holdout
 from loop_pipeline.core.evaluation.config import EvalConfig
-from loop_pipeline.core.evaluation.cost import CostEstimate, blended_cost, served_share
+from loop_pipeline.core.evaluation.cost import CostEstimate, FrontierCost, blended_cost, served_share
 from loop_pipeline.core.evaluation.gate import DatasetChecks, PairedComparison, gate_decision, paired_regression
 from loop_pipeline.core.evaluation.outcome import EvaluationOutcome
 from loop_pipeline.core.evaluation.plots import save_plots
@@ -63,14 +63,19 @@ def one_at_a_time_sample(kind: str) -> int:
     return ONE_AT_A_TIME_SAMPLE.get(kind, ONE_AT_A_TIME_SAMPLE_OTHER_DEVICES)
 
 
-def costs(share: float, frontier_cost_per_request: float, price_per_hour: float, throughput: Throughput, config: EvalConfig) -> tuple[CostEstimate, CostEstimate]:
-    """At the router's batching and one at a time; a configured local_requests_per_s overrides both."""
+def costs(
+    share: float, frontier: float | FrontierCost, price_per_hour: float, throughput: Throughput, config: EvalConfig
+) -> tuple[CostEstimate, CostEstimate]:
+    """At the router's batching and one at a time; a configured local_requests_per_s overrides both.
+    ``frontier``: the mean frontier cost per request, with the rows it read when it is a FrontierCost."""
+    counted = frontier if isinstance(frontier, FrontierCost) else None
+    per_request = counted.per_request if counted is not None else float(frontier)
     if config.local_requests_per_s is not None:
-        fixed = blended_cost(share, frontier_cost_per_request, price_per_hour, config.local_requests_per_s, "configured")
+        fixed = blended_cost(share, per_request, price_per_hour, config.local_requests_per_s, "configured", counted)
         return fixed, fixed
     return (
-        blended_cost(share, frontier_cost_per_request, price_per_hour, throughput.batched_requests_per_s, "measured_batched"),
-        blended_cost(share, frontier_cost_per_request, price_per_hour, throughput.one_at_a_time_requests_per_s, "measured_one_at_a_time"),
+        blended_cost(share, per_request, price_per_hour, throughput.batched_requests_per_s, "measured_batched", counted),
+        blended_cost(share, per_request, price_per_hour, throughput.one_at_a_time_requests_per_s, "measured_one_at_a_time", counted),
     )
 
 
@@ -79,7 +84,7 @@ def evaluate_candidate(
     holdout: pl.DataFrame,
     tasks: TasksConfig,
     config: EvalConfig,
-    frontier_cost_per_request: float,
+    frontier_cost_per_request: float | FrontierCost,
     dataset_version: str,
     progress: Progress | None = None,
 ) -> Evaluation:
@@ -152,8 +157,9 @@ def _compare_with_champion(
 def _say_results(say: Progress, outcome: EvaluationOutcome) -> None:
     report = outcome.report
     for name, task in report.tasks.items():
+        frontier = "n/a" if task.agreement_frontier is None else f"{task.agreement_frontier:.3f}"
         say(
-            f"  {name}: agreement with the frontier {task.agreement_frontier:.3f}, with the reference "
+            f"  {name}: agreement with the frontier {frontier} (n={task.n_with_frontier}), with the reference "
             f"{task.agreement_reference}, threshold {task.threshold}, coverage {task.coverage:.3f} (served agreement "
             f"{task.served_agreement}), out-of-scope escalated {task.out_of_scope_escalated}"
         )
@@ -175,7 +181,7 @@ def run_evaluation(
     tasks: TasksConfig,
     *,
     tracking: TrackingTarget,
-    frontier_cost: Callable[[pl.Series], float],
+    frontier_cost: Callable[[pl.Series], float | FrontierCost],
     dataset_checks: DatasetChecks,
     output_dir: Path,
     candidate: Candidate | None = None,

@@ -67,6 +67,11 @@ def training_datasets(
             "rows_by_task_type": dg.MetadataValue.json(summary["counts"]),
             "redacted": dg.MetadataValue.json(summary["redacted"]),
             "dedup": dg.MetadataValue.json(summary["dedup"]),
+            # The router's own traffic: rows per route of each dataset, the locally served outputs
+            # left out of sft for want of an explicit positive signal, the shadows' live agreement.
+            "rows_by_route": dg.MetadataValue.json(summary["rows_by_route"]),
+            "local_excluded_unverified": summary["router"]["local_excluded_unverified"],
+            "shadow_agreement": dg.MetadataValue.json(summary["router"]["shadow_agreement"]),
             "mlflow_run_id": summary["mlflow_run_id"] or "",
             **configs.metadata(dataset_config, redaction_config, dedup_config),
         },

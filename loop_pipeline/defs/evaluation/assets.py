@@ -59,6 +59,7 @@ def dataset_check_results(instance: dg.DagsterInstance, version: str) -> Dataset
 class SystemPrompt(str, enum.Enum):
     keep = "keep"
     drop = "drop"
+    none = "none"
 
 
 class HoldoutEvalConfig(dg.Config):
@@ -69,7 +70,7 @@ class HoldoutEvalConfig(dg.Config):
     model: Optional[str] = Field(default=None, description="A model folder to evaluate instead of the lora_adapter's.")
     adapter: Optional[str] = Field(default=None, description="A LoRA adapter folder applied on `model`.")
     system_prompt: Optional[SystemPrompt] = Field(
-        default=None, description="keep | drop: the prompt transform (default: as trained; keep for `model`)."
+        default=None, description="keep | drop | none: the prompt transform (default: as trained; keep for `model`)."
     )
 
     @model_validator(mode="after")
@@ -149,6 +150,7 @@ def evaluation_metadata(outcome: EvaluationOutcome) -> dict[str, Any]:
         "device_kind": report.throughput.device_kind,
         "promote": outcome.decision.promote,
         "tasks": dg.MetadataValue.md(tasks_table(outcome)),
+        "task_figures": dg.MetadataValue.json({n: t.model_dump(mode="json", exclude={"confusions"}) for n, t in report.tasks.items()}),
         "throughput_and_cost": dg.MetadataValue.md(cost_table(outcome)),
         "decision": dg.MetadataValue.json(outcome.decision.model_dump(mode="json")),
         **{f"plot_{Path(plot).stem}": dg.MetadataValue.path(plot) for plot in outcome.plots},
@@ -179,7 +181,7 @@ def holdout_eval(
     storage: LoopStorage,
     mlflow: MlflowTracking,
 ) -> dg.Output[EvaluationOutcome]:
-    from loop_pipeline.core.evaluation import frontier_cost_per_request, run_evaluation
+    from loop_pipeline.core.evaluation import frontier_cost, run_evaluation
 
     eval_config = configs.load(EvalConfig)
     if config.max_examples:
@@ -190,7 +192,7 @@ def holdout_eval(
         eval_config,
         tasks,
         tracking=mlflow.target(),
-        frontier_cost=lambda ids: frontier_cost_per_request(storage.read_partitions(RAW_TRACES.path[-1]), ids),
+        frontier_cost=lambda ids: frontier_cost(storage.read_partitions(RAW_TRACES.path[-1]), ids),
         dataset_checks=dataset_check_results(context.instance, lora_adapter.dataset_version),
         output_dir=report_folder(config, lora_adapter, storage),
         candidate=chosen_candidate(config, lora_adapter),
