@@ -59,7 +59,6 @@ def dataset_check_results(instance: dg.DagsterInstance, version: str) -> Dataset
 class SystemPrompt(str, enum.Enum):
     keep = "keep"
     drop = "drop"
-    none = "none"
 
 
 class HoldoutEvalConfig(dg.Config):
@@ -70,7 +69,7 @@ class HoldoutEvalConfig(dg.Config):
     model: Optional[str] = Field(default=None, description="A model folder to evaluate instead of the lora_adapter's.")
     adapter: Optional[str] = Field(default=None, description="A LoRA adapter folder applied on `model`.")
     system_prompt: Optional[SystemPrompt] = Field(
-        default=None, description="keep | drop | none: the prompt transform (default: as trained; keep for `model`)."
+        default=None, description="keep | drop: the prompt transform (default: as trained; keep for `model`)."
     )
 
     @model_validator(mode="after")
@@ -150,7 +149,6 @@ def evaluation_metadata(outcome: EvaluationOutcome) -> dict[str, Any]:
         "device_kind": report.throughput.device_kind,
         "promote": outcome.decision.promote,
         "tasks": dg.MetadataValue.md(tasks_table(outcome)),
-        "task_figures": dg.MetadataValue.json({n: t.model_dump(mode="json", exclude={"confusions"}) for n, t in report.tasks.items()}),
         "throughput_and_cost": dg.MetadataValue.md(cost_table(outcome)),
         "decision": dg.MetadataValue.json(outcome.decision.model_dump(mode="json")),
         **{f"plot_{Path(plot).stem}": dg.MetadataValue.path(plot) for plot in outcome.plots},
