@@ -14,7 +14,7 @@ import sys
 
 import loop_pipeline  # noqa: F401  (sets the no-telemetry environment first)
 from loop_pipeline.cli.common import app
-from loop_pipeline.cli import bench, bench_router, config, data, models, serve  # noqa: F401,E402  (registers the commands)
+from loop_pipeline.cli import bench, bench_router, config, data, models, report, serve  # noqa: F401,E402  (registers the commands)
 
 __all__ = ["app", "main"]
 

@@ -213,6 +213,7 @@ def test_definitions_snapshot_and_light_imports():
         "assets": [
             "feedback_events",
             "holdout_eval",
+            "loop_report",
             "lora_adapter",
             "quality_model",
             "quarantined_records",

@@ -149,6 +149,7 @@ def evaluation_metadata(outcome: EvaluationOutcome) -> dict[str, Any]:
         "device_kind": report.throughput.device_kind,
         "promote": outcome.decision.promote,
         "tasks": dg.MetadataValue.md(tasks_table(outcome)),
+        "task_figures": dg.MetadataValue.json({n: t.model_dump(mode="json", exclude={"confusions"}) for n, t in report.tasks.items()}),
         "throughput_and_cost": dg.MetadataValue.md(cost_table(outcome)),
         "decision": dg.MetadataValue.json(outcome.decision.model_dump(mode="json")),
         **{f"plot_{Path(plot).stem}": dg.MetadataValue.path(plot) for plot in outcome.plots},

@@ -2,4 +2,8 @@
 
 import dagster as dg
 
-defs = dg.Definitions()
+from loop_pipeline.defs.report.assets import LOOP_REPORT, loop_report
+
+defs = dg.Definitions(assets=[loop_report])
+
+__all__ = ["LOOP_REPORT", "defs", "loop_report"]
