@@ -57,7 +57,8 @@ class LoopStorage(dg.ConfigurableResource):
         return Path(self.models_dir) if self.models_dir else Path(self.warehouse_dir).parent / "models"
 
     def _landing_files(self, day: str | None = None) -> list[tuple[str, str, str, dict]]:
-        """(day, record kind, path relative to the landing root, fsspec info) of each landing file."""
+        """(day, record kind, path relative to the landing root, fsspec info) of each landing file,
+        those ingest does not read included (they are reported as unsupported, not passed over)."""
         fs, root = fsspec.core.url_to_fs(self.landing_url)
         root = root.rstrip("/")
         found: list[tuple[str, str, str, dict]] = []
@@ -71,7 +72,7 @@ class LoopStorage(dg.ConfigurableResource):
                     continue
                 for path, info in sorted(fs.find(entry, detail=True).items()):
                     relative = path[len(root) :].lstrip("/")
-                    if is_ingestible(relative) and not any(p.startswith(".") for p in relative.split("/")):
+                    if not any(p.startswith(".") for p in relative.split("/")):
                         found.append((folder_day, record_kind, relative, info))
         return found
 
@@ -84,11 +85,18 @@ class LoopStorage(dg.ConfigurableResource):
         return days
 
     def landing_sources(self, day: str) -> list[SourceFile]:
-        """The files that partition ``day`` ingests; rows name them relative to the landing root."""
+        """The files that partition ``day`` ingests; rows name them relative to the landing root.
+        Files with a name ingest does not read come marked ``unsupported`` (with their size)."""
         base = self.landing_url.rstrip("/")
         return [
-            SourceFile(f"{base}/{relative}", relative, record_kind)
-            for _, record_kind, relative, _ in self._landing_files(day)
+            SourceFile(
+                f"{base}/{relative}",
+                relative,
+                record_kind,
+                unsupported=not is_ingestible(relative),
+                size=info.get("size"),
+            )
+            for _, record_kind, relative, info in self._landing_files(day)
         ]
 
     def table_path(self, table: str, partition: str) -> Path:

@@ -10,6 +10,7 @@ QUARANTINE_REASONS = (
     "unreadable_file",  # the whole file could not be opened or parsed (counts as one record)
     "oversized_record",  # over ingest.max_record_bytes
     "malformed_json",  # not parsable, or not a JSON object
+    "too_deeply_nested",  # arrays / objects nested deeper than ingest reads (core/ingest/safejson.py)
     "wrong_type",  # a field holds a value of the wrong type
     "missing_field",  # a required field is absent or null
     "unparsable_timestamp",

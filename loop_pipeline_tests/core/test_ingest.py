@@ -123,6 +123,8 @@ BAD_LINES = [
     ("cost_source_guessed", "trace", trace("t-bad", cost_usd=0.1, cost_source="guessed"), "invalid_value", "cost_source", DEFAULT),
     # Past 64 bits a token count cannot be typed: it must not become a silent null.
     ("tokens_past_64_bits", "trace", trace("t-bad", input_tokens=2**70), "invalid_value", "input_tokens", DEFAULT),
+    # 5,000 nested arrays: Python's json recursion limit and polars' JSON path limit are far below.
+    ("metadata_nests_5000_arrays", "trace", json.dumps(trace("t-bad"))[:-1] + ', "deep": ' + "[" * 5000 + "]" * 5000 + "}", "too_deeply_nested", "levels deep", DEFAULT),
     ("oversized_trace", "trace", trace("t-bad", output="x" * 2000), "oversized_record", "byte limit", IngestConfig(max_record_bytes=1000)),
     ("feedback_kind_loved", "feedback", feedback("t-bad", kind="loved"), "invalid_value", "kind", DEFAULT),
     ("feedback_source_alien", "feedback", feedback("t-bad", source="alien"), "invalid_value", "source", DEFAULT),
@@ -735,7 +737,9 @@ def test_detect_splits_traces_and_feedback(tmp_path):
     sources = discover([str(tmp_path)])
     result = ingest(sources, DEFAULT, PRICES)
 
-    assert len(sources) == 4
+    assert len([source for source in sources if not source.unsupported]) == 4
+    assert result.summary()["unsupported_files"] == [{"file": f"{tmp_path}/notes.txt", "reason": "unsupported_file", "bytes": 14}]
+    assert len(result.files) == 4
     assert sorted(result.traces["trace_id"].to_list()) == ["t-1", "t-2"]
     assert sorted(result.feedback["kind"].to_list()) == ["accepted", "rejected"]
     kinds = dict(

@@ -297,3 +297,43 @@ def test_a_bad_config_override_fails_naming_file_and_field(tmp_path):
     with dg.instance_for_test() as instance, pytest.raises(ConfigError, match=expected):
         _materialize(storage, instance, overrides={"ingest": {"decode_slice_rows": 0}})
     assert not storage.table_path("raw_traces", DAY).exists()
+
+
+def test_compressed_broken_and_unsupported_landing_files_are_accounted_and_reported(tmp_path):
+    import gzip
+
+    import zstandard
+
+    landing = _landing(tmp_path)
+    folder = landing / "traces" / DAY
+    plain = folder / "traces.jsonl"
+    data = plain.read_bytes()
+    lines = data.splitlines(keepends=True)
+    half = len(lines) // 2
+    # The day's traces split across a .gz and a .zst file; a truncated .gz copy of the messy file;
+    # a file ingest does not read.
+    (folder / "first.jsonl.gz").write_bytes(gzip.compress(b"".join(lines[:half])))
+    (folder / "second.ndjson.zst").write_bytes(zstandard.ZstdCompressor().compress(b"".join(lines[half:])))
+    plain.unlink()
+    packed = gzip.compress((folder / "messy.jsonl").read_bytes() * 40)
+    (folder / "cut.jsonl.gz").write_bytes(packed[: len(packed) * 3 // 4])
+    (folder / "notes.txt").write_text("not a trace file", encoding="utf-8")
+    storage = _storage(tmp_path, landing)
+
+    with dg.instance_for_test() as instance:
+        result = _materialize(storage, instance)
+
+    assert result.success
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert all(e.passed for e in evaluations.values()), {k: e.metadata for k, e in evaluations.items()}
+    traces = storage.read_table("raw_traces", DAY)
+    assert set(traces["source_file"]) == {f"traces/{DAY}/first.jsonl.gz", f"traces/{DAY}/second.ndjson.zst"}
+    assert traces.height == len(lines)
+    quarantine = storage.read_table("quarantined_records", DAY)
+    assert quarantine.filter(pl.col("reason") == "unreadable_file")["source_file"].to_list() == [f"traces/{DAY}/cut.jsonl.gz"]
+    materialization = result.asset_materializations_for_node("landed_records")
+    by_key = {m.asset_key.to_user_string(): m.metadata for m in materialization}
+    expected = [{"file": f"traces/{DAY}/notes.txt", "reason": "unsupported_file", "bytes": 16}]
+    assert by_key["raw_traces"]["unsupported_files"].value == expected
+    summary = json.loads(storage.summary_path(DAY).read_text(encoding="utf-8"))
+    assert summary["unsupported_files"] == expected

@@ -8,14 +8,10 @@ import fsspec
 
 from loop_pipeline.core.ingest.formats import is_batch_input
 from loop_pipeline.core.ingest.formats.openai_batch import load_requests
-from loop_pipeline.core.ingest.sources import (
-    PARQUET_SUFFIXES,
-    SourceFile,
-    is_ingestible,
-    location_of,
-    read_source,
-    source_bytes,
-)
+from loop_pipeline.core.ingest.formats.detect import HEAD_BYTES
+from loop_pipeline.core.ingest.lines import UnreadableFileError
+from loop_pipeline.core.ingest.sources import PARQUET_SUFFIXES, SourceFile, is_ingestible, location_of
+from loop_pipeline.core.ingest.stream import read_all, read_head
 
 
 class BatchRequests:
@@ -46,13 +42,17 @@ def _requests_beside(fs: fsspec.AbstractFileSystem, folder: str) -> dict[str, li
         if not is_ingestible(sibling) or sibling.lower().endswith(PARQUET_SUFFIXES) or fs.isdir(sibling):
             continue
         location = location_of(fs, sibling)
-        if is_batch_input(read_source(location)):
-            _add_requests(found, location)
+        try:
+            if is_batch_input(read_head(location, HEAD_BYTES + 1)):
+                _add_requests(found, location)
+        except UnreadableFileError:
+            # Not lost: the sibling is a landing file itself, ingested (and reported unreadable) in turn.
+            continue
     return found
 
 
 def _add_requests(found: dict[str, list[Any]], location: str) -> None:
-    data = source_bytes(read_source(location))
+    data = read_all(location)
     for custom_id, bodies in load_requests(data.decode("utf-8", errors="replace")).items():
         known = found.setdefault(custom_id, [])
         known.extend(body for body in bodies if body not in known)

@@ -10,11 +10,12 @@ still fails is halved until each bad line stands alone.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from typing import Mapping
 
 import polars as pl
+
+from loop_pipeline.core.ingest.safejson import MAX_DEPTH, error_detail, error_reason, loads, nesting_over
 
 # A JSON text may not contain a raw U+001F (control characters must be escaped), so splitting on
 # it gives whole lines; a malformed line holding one is caught and re-read by the slow path.
@@ -68,6 +69,16 @@ def _read_lines_python(source: str | bytes) -> pl.DataFrame:
         {"source_record": range(1, len(lines) + 1), "raw": [line.rstrip("\r") for line in lines]},
         schema={"source_record": pl.Int64, "raw": pl.String},
     )
+
+
+def too_deep(raw: pl.Series) -> pl.Series:
+    """Lines nesting arrays / objects past :data:`safejson.MAX_DEPTH` (a bracket count screens,
+    only lines with more brackets than the limit are checked exactly)."""
+    screened = raw.to_frame("raw").select(pl.col("raw").str.count_matches(r"[\[{]").fill_null(0) > MAX_DEPTH).to_series()
+    flags = [False] * len(raw)
+    for index in screened.arg_true().to_list():
+        flags[index] = nesting_over(raw[index])
+    return pl.Series("too_deep", flags, dtype=pl.Boolean)
 
 
 @dataclass(frozen=True)
@@ -175,11 +186,9 @@ def _bisect(
 def shape_problem(line: str, fields: Mapping[str, FieldSpec]) -> tuple[str, str] | None:
     """Why json.loads finds a line unfit for the decoder, or None when its shape is fine."""
     try:
-        record = json.loads(line)
+        record = loads(line)
     except ValueError as exc:
-        message = getattr(exc, "msg", str(exc))
-        position = getattr(exc, "pos", None)
-        return "malformed_json", f"{message} at character {position}" if position is not None else message
+        return error_reason(exc), error_detail(exc)
     if not isinstance(record, dict):
         return "malformed_json", f"expected a JSON object, got {_json_type(record)}"
     for name, spec in fields.items():

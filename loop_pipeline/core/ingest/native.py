@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from loop_pipeline.core.ingest.lines import FieldSpec, decode_records
+from loop_pipeline.core.ingest.lines import FieldSpec, decode_records, too_deep
+from loop_pipeline.core.ingest.safejson import MAX_DEPTH, TOO_DEEP
 from loop_pipeline.schemas.feedback import FEEDBACK_KINDS, FEEDBACK_SOURCES
 from loop_pipeline.schemas.traces import COST_SOURCES, MESSAGE_ROLES, MESSAGES_DTYPE
 
@@ -60,21 +61,32 @@ def struct_dtype(fields: dict[str, FieldSpec]) -> pl.Struct:
 def decode_lines(lines: pl.DataFrame, record_kind: str, max_record_bytes: int, slice_rows: int) -> pl.DataFrame:
     """Lines (``source_record``, ``raw``) to text-typed fields plus ``_reason`` / ``_detail``."""
     fields = TRACE_FIELDS if record_kind == "trace" else FEEDBACK_FIELDS
-    oversized = lines.get_column("raw").str.len_bytes() > max_record_bytes
-    # Oversized lines are not parsed at all: blank them before decoding.
-    raw_for_decode = lines.select(pl.when(~oversized).then(pl.col("raw")).otherwise(pl.lit("{}"))).to_series()
+    # A line the reader cut short (far over the limit) carries its real size in ``_bytes``.
+    sizes = lines.get_column("_bytes") if "_bytes" in lines.columns else lines.get_column("raw").str.len_bytes()
+    oversized = sizes > max_record_bytes
+    deep = too_deep(lines.get_column("raw")) & ~oversized
+    skipped = oversized | deep
+    # Oversized and too deeply nested lines are not parsed at all: blank them before decoding.
+    raw_for_decode = lines.select(pl.when(~skipped).then(pl.col("raw")).otherwise(pl.lit("{}"))).to_series()
     decoded, reason, detail = decode_records(raw_for_decode, struct_dtype(fields), fields, slice_rows)
     frame = pl.DataFrame([lines.get_column("source_record"), lines.get_column("raw"), decoded, reason, detail])
     frame = frame.with_columns(
-        pl.when(oversized).then(pl.lit("oversized_record")).otherwise(pl.col("reason")).alias("_reason"),
         pl.when(oversized)
-        .then(pl.format("record is {} bytes, over the {} byte limit", pl.col("raw").str.len_bytes(), pl.lit(max_record_bytes)))
+        .then(pl.lit("oversized_record"))
+        .when(deep)
+        .then(pl.lit(TOO_DEEP))
+        .otherwise(pl.col("reason"))
+        .alias("_reason"),
+        pl.when(oversized)
+        .then(pl.format("record is {} bytes, over the {} byte limit", sizes, pl.lit(max_record_bytes)))
+        .when(deep)
+        .then(pl.lit(f"JSON nests arrays / objects more than {MAX_DEPTH} levels deep"))
         .otherwise(pl.col("detail"))
         .alias("_detail"),
     ).drop("reason", "detail")
     frame = frame.unnest("decoded")
     if record_kind == "trace":
-        metadata = pl.when(~oversized).then(pl.col("raw").str.json_path_match("$.metadata"))
+        metadata = pl.when(~skipped).then(pl.col("raw").str.json_path_match("$.metadata"))
         frame = frame.with_columns(metadata.alias("metadata"))
     return frame
 

@@ -33,11 +33,13 @@ from loop_pipeline.core.ingest.formats import (
     detect_format,
     read_format,
 )
-from loop_pipeline.core.ingest.lines import UnreadableFileError, read_lines
+from loop_pipeline.core.ingest.formats.detect import HEAD_BYTES
+from loop_pipeline.core.ingest.lines import UnreadableFileError
 from loop_pipeline.core.ingest.quarantine import QUARANTINE_SCHEMA, as_quarantine, deduplicate, unreadable_row
 from loop_pipeline.core.ingest.result import RECORD_KINDS, IngestResult, KindCounts
 from loop_pipeline.core.ingest.scopes import call_scopes, resolve_scopes
 from loop_pipeline.core.ingest.sources import SourceFile, detect_record_kind, is_ingestible, read_source
+from loop_pipeline.core.ingest.stream import line_batches, needs_stream, open_stream, read_all, read_head
 from loop_pipeline.schemas.feedback import FEEDBACK_COLUMNS, FeedbackSchema
 from loop_pipeline.schemas.quarantine import QUARANTINE_COLUMNS, QuarantineSchema
 from loop_pipeline.schemas.traces import TRACE_COLUMNS, TraceSchema
@@ -70,6 +72,10 @@ def ingest(
     return run.result()
 
 
+def _read_parquet(data: str | bytes) -> pl.DataFrame:
+    return pl.read_parquet(io.BytesIO(data) if isinstance(data, bytes) else data)
+
+
 def _native_label(is_parquet: bool) -> str:
     return "native_parquet" if is_parquet else "native_jsonl"
 
@@ -91,6 +97,8 @@ class _IngestRun:
         self.records_in = {kind: 0 for kind in RECORD_KINDS}
         self.skipped: Counter = Counter()
         self.unreadable: list[dict[str, Any]] = []
+        self.unsupported: list[dict[str, Any]] = []
+        self._file_records = 0  # records of the native file being read, batch by batch
         self.files: list[str] = []
         self.stats: list[dict[str, Any]] = []
         self.pending_feedback: list[pl.DataFrame] = []
@@ -99,36 +107,59 @@ class _IngestRun:
     # -- reading -------------------------------------------------------------------------------
 
     def read(self, source: SourceFile, requested: str) -> None:
+        if source.unsupported:
+            self.unsupported.append({"file": source.name, "reason": "unsupported_file", "bytes": source.size})
+            self.progress(f"unsupported (not read): {source.name} ({source.size} bytes)")
+            return
         self.files.append(source.name)
         fmt = NATIVE if source.is_parquet else requested
         kind = source.record_kind or "trace"
         try:
-            data = read_source(source.location)
-            if fmt == "auto":
-                fmt = detect_format(data)
-            if fmt == NATIVE:
+            if source.is_parquet:
+                data = read_source(source.location)
                 kind = detect_record_kind(source, data)
-                frame = self._native_candidates(data, kind, source.is_parquet)
-            else:
-                kind = "trace"
-                output = read_format(fmt, data, self._context(source, fmt))
+                self._add_native(source, self._typed(native.frame_from_table(_read_parquet(data), kind), kind), kind)
+                self._native_done(source, kind)
+                return
+            head = read_head(source.location, HEAD_BYTES + 1)
+            if fmt == "auto":
+                fmt = detect_format(head)
+            if fmt == NATIVE:
+                self._read_native_lines(source, detect_record_kind(source, head))
+                return
+            kind = "trace"
+            output = read_format(fmt, self._whole(source.location, head), self._context(source, fmt))
         except (UnreadableFileError, OSError, pl.exceptions.PolarsError) as exc:
             if isinstance(exc, pl.exceptions.PolarsError) and fmt not in (NATIVE, "auto"):
                 raise  # the adapters read files through lines / read_units: a polars error is a bug
             label = _native_label(source.is_parquet) if fmt in (NATIVE, "auto") else fmt
             self._add_unreadable(source, label, kind, exc)
             return
-        if fmt == NATIVE:
-            self._add_native(source, frame, kind)
-        else:
-            self._add_foreign(source, fmt, output)
+        self._add_foreign(source, fmt, output)
 
-    def _native_candidates(self, data: str | bytes, kind: str, is_parquet: bool) -> pl.DataFrame:
-        if is_parquet:
-            table = pl.read_parquet(io.BytesIO(data) if isinstance(data, bytes) else data)
-            frame = native.frame_from_table(table, kind)
-        else:
-            frame = native.decode_lines(read_lines(data), kind, self.config.max_record_bytes, self.config.decode_slice_rows)
+    @staticmethod
+    def _whole(location: str, head: bytes) -> str | bytes:
+        """A foreign format's file: a local plain UTF-8 path as is, anything else read whole."""
+        if needs_stream(location) or head[:2] in (b"\xff\xfe", b"\xfe\xff") or head[:3] == b"\xef\xbb\xbf":
+            return read_all(location)
+        return read_source(location)
+
+    def _read_native_lines(self, source: SourceFile, kind: str) -> None:
+        """A native JSONL file in batches of whole lines (``read_batch_bytes``), each decoded,
+        typed and split into candidates and quarantine before the next is read."""
+        config = self.config
+        try:
+            with open_stream(source.location) as stream:
+                for batch in line_batches(stream, config.read_batch_bytes, config.max_record_bytes):
+                    decoded = native.decode_lines(batch.lines, kind, config.max_record_bytes, config.decode_slice_rows)
+                    self._add_native(source, self._typed(decoded, kind), kind)
+        except (UnreadableFileError, pl.exceptions.PolarsError) as exc:
+            # What was read before the file broke stays; the break itself is one unreadable record.
+            self._native_done(source, kind, exc)
+            return
+        self._native_done(source, kind)
+
+    def _typed(self, frame: pl.DataFrame, kind: str) -> pl.DataFrame:
         return native.type_traces(frame) if kind == "trace" else native.type_feedback(frame)
 
     def _context(self, source: SourceFile, fmt: str) -> AdapterContext:
@@ -149,17 +180,29 @@ class _IngestRun:
         self.progress(f"unreadable: {source.name}: {exc}")
 
     def _add_native(self, source: SourceFile, frame: pl.DataFrame, kind: str) -> None:
-        label = _native_label(source.is_parquet)
+        """One typed batch of a native file: its candidates and its quarantine rows."""
         self.records_in[kind] += frame.height
-        self.stats.append(
-            {"file": source.name, "format": label, "lines": frame.height, "records_in": _per_kind({kind: frame.height}), "skipped": 0}
+        self._file_records += frame.height
+        frame = frame.with_columns(
+            pl.lit(_native_label(source.is_parquet)).alias("source_format"), pl.lit(source.name).alias("source_file")
         )
-        frame = frame.with_columns(pl.lit(label).alias("source_format"), pl.lit(source.name).alias("source_file"))
         self.quarantine_parts.append(as_quarantine(frame.filter(_FAILED), kind))
         # The raw line is only needed for quarantine: dropping it before the copy that filtering
         # makes keeps peak memory near one copy of the decoded rows.
         columns = TRACE_COLUMNS if kind == "trace" else FEEDBACK_COLUMNS
         self.candidates[kind].append(frame.lazy().filter(~_FAILED).select(columns).collect())
+
+    def _native_done(self, source: SourceFile, kind: str, error: Exception | None = None) -> None:
+        """The native file's entry; a file that broke while being read adds one unreadable record."""
+        label = _native_label(source.is_parquet)
+        lines, self._file_records = self._file_records, 0
+        entry = {"file": source.name, "format": label, "lines": lines, "records_in": _per_kind({kind: lines}), "skipped": 0}
+        if error is not None:
+            self.unreadable.append(unreadable_row(kind, label, source.name, error))
+            entry["records_in"] = _per_kind({kind: lines + 1})
+            entry["error"] = f"{type(error).__name__}: {error}"
+            self.progress(f"unreadable after {lines} records: {source.name}: {error}")
+        self.stats.append(entry)
         self.progress(f"read {source.name}: {self.records_in[kind]} {kind} records so far")
 
     def _add_foreign(self, source: SourceFile, fmt: str, output: FormatOutput) -> None:
@@ -202,7 +245,7 @@ class _IngestRun:
         for kind, reason, n in by_kind_reason.iter_rows():
             counts[kind].quarantined += n
             counts[kind].quarantined_by_reason[reason] = n
-        return IngestResult(traces, feedback, quarantine, counts, self.files, self.stats)
+        return IngestResult(traces, feedback, quarantine, counts, self.files, self.stats, self.unsupported)
 
     def _attach_foreign_feedback(self) -> None:
         """Foreign feedback, its trace resolved now that every file's calls are known."""

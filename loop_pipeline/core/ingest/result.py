@@ -53,6 +53,9 @@ class IngestResult:
     files: list[str]
     # Per file: name, format, non-blank lines (rows for Parquet), records in per kind, skipped.
     sources: list[dict[str, Any]] = field(default_factory=list)
+    # Files found beside the ingested ones that ingest does not read: file, reason
+    # (``unsupported_file``) and size in bytes.
+    unsupported: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self, include_sources: bool = False) -> dict[str, Any]:
         """Counts in total, per record kind and per source format; ``sources`` adds one entry per
@@ -66,6 +69,7 @@ class IngestResult:
             "feedback": self.counts["feedback"].to_dict(),
             "files": len(self.files),
             "formats": self.by_format(),
+            "unsupported_files": list(self.unsupported),
             **({"sources": self.sources} if include_sources else {}),
         }
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -12,9 +11,13 @@ import fsspec
 import polars as pl
 
 from loop_pipeline.core.ingest.lines import UnreadableFileError
+from loop_pipeline.core.ingest.stream import COMPRESSIONS, plain_name
+from loop_pipeline.core.ingest.safejson import loads
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet",)
+# JSONL / JSON files may also be compressed: ``traces.jsonl.gz``, ``spans.json.zst``.
+COMPRESSED_SUFFIXES = tuple(COMPRESSIONS)
 
 
 class IngestInputError(Exception):
@@ -30,6 +33,10 @@ class SourceFile:
     record_kind: str | None = None
     # None: whatever ``ingest`` is asked for (``auto`` by default, detected per file).
     source_format: str | None = None
+    # A file found in a folder whose name ingest does not read (no supported suffix): it is only
+    # reported (``unsupported_files`` in the summary, with its size in bytes).
+    unsupported: bool = False
+    size: int | None = None
 
     @property
     def is_parquet(self) -> bool:
@@ -39,7 +46,10 @@ class SourceFile:
 def discover(paths: Sequence[str], record_kind: str | None = None) -> list[SourceFile]:
     """Expand files and folders (recursively, sorted) into the files to ingest.
 
-    Raises :class:`IngestInputError` naming the first path that does not exist.
+    A file named explicitly is read whatever its name; a folder's files that ingest does not read
+    come back marked ``unsupported`` (with their size), to be reported, never silently passed over.
+    Raises :class:`IngestInputError` naming the first path that does not exist, or when the
+    folders hold files but none that ingest reads.
     """
     found: list[SourceFile] = []
     for path in paths:
@@ -47,17 +57,36 @@ def discover(paths: Sequence[str], record_kind: str | None = None) -> list[Sourc
         if not fs.exists(root):
             raise IngestInputError(f"no such file or folder: {path}")
         if fs.isdir(root):
-            members = sorted(p for p in fs.find(root) if is_ingestible(p) and not _hidden(p, root))
-            for member in members:
+            members = fs.find(root, detail=True)
+            for member in sorted(members):
+                if _hidden(member, root):
+                    continue
                 relative = member[len(root) :].lstrip("/")
-                found.append(SourceFile(location_of(fs, member), f"{str(path).rstrip('/')}/{relative}", record_kind))
+                found.append(
+                    SourceFile(
+                        location_of(fs, member),
+                        f"{str(path).rstrip('/')}/{relative}",
+                        record_kind,
+                        unsupported=not is_ingestible(member),
+                        size=members[member].get("size"),
+                    )
+                )
         else:
             found.append(SourceFile(location_of(fs, root), str(path), record_kind))
+    if found and all(source.unsupported for source in found):
+        listed = ", ".join(f"{source.name} ({source.size} bytes)" for source in found[:10])
+        more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+        raise IngestInputError(
+            f"no .jsonl, .ndjson, .json or .parquet files (plain, or .jsonl / .json compressed as .gz or .zst) "
+            f"under {', '.join(map(str, paths))}; unsupported file(s) not read: {listed}{more}"
+        )
     return found
 
 
 def is_ingestible(path: str) -> bool:
-    return path.lower().endswith(JSONL_SUFFIXES + PARQUET_SUFFIXES)
+    """A name ingest reads: JSONL / JSON (plain, ``.gz`` or ``.zst``) or Parquet."""
+    lowered = path.lower()
+    return lowered.endswith(PARQUET_SUFFIXES) or plain_name(lowered).endswith(JSONL_SUFFIXES)
 
 
 def _hidden(path: str, root: str) -> bool:
@@ -103,7 +132,7 @@ def detect_record_kind(source: SourceFile, data: str | bytes) -> str:
     else:
         for line in _head_lines(data, 50):
             try:
-                record = json.loads(line)
+                record = loads(line)
             except ValueError:
                 continue
             if isinstance(record, dict):

@@ -55,6 +55,9 @@ def landed_records(
         context.log.warning(f"no landing files for {day} under {storage.landing_url}: writing empty tables")
     result = ingest(sources, config, prices, progress=context.log.info)
     summary = result.summary(include_sources=True)
+    if result.unsupported:
+        listed = ", ".join(f"{entry['file']} ({entry['bytes']} bytes)" for entry in result.unsupported)
+        context.log.warning(f"{day}: {len(result.unsupported)} landing file(s) not read (unsupported_file): {listed}")
     storage.write_summary(day, summary)
     formats = ", ".join(f"{name}: {entry['files']} file(s)" for name, entry in summary["formats"].items()) or "no files"
     context.log.info(
@@ -90,6 +93,8 @@ def _table_metadata(result: IngestResult, frame: pl.DataFrame, kind: str, path: 
         "files": len(result.files),
         "skipped": counts.skipped,
         "rows_by_source_format": dg.MetadataValue.json(_counts_by(frame, "source_format")),
+        # Landing files ingest does not read (unknown extension), with their size: never silently passed over.
+        "unsupported_files": dg.MetadataValue.json(list(result.unsupported)),
     }
     if kind == "trace":
         metadata["rows_by_task_type"] = dg.MetadataValue.json(_counts_by(frame, "task_type"))

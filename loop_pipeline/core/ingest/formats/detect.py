@@ -7,9 +7,10 @@ quarantines what it cannot use, as before there were other formats.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, Mapping
+
+from loop_pipeline.core.ingest.safejson import loads
 
 NATIVE = "native"
 HEAD_BYTES = 1 << 20
@@ -122,19 +123,19 @@ def detect_format(data: str | bytes) -> str:
         return NATIVE
     parsed: list[Any] = []
     try:
-        parsed.append(json.loads(lines[0]))
+        parsed.append(loads(lines[0]))
     except ValueError:
         if lines[0].lstrip()[:1] in ("{", "[") and whole:
             # A pretty-printed document: it is parsed whole (a truncated one is sniffed below).
             try:
-                parsed.append(json.loads(head))
+                parsed.append(loads(head))
             except ValueError:
                 parsed = []
     else:
         rest = (lines[1:] if whole else lines[1:-1])[:_HEAD_RECORDS]  # a cut head's last line is partial
         for line in rest:
             try:
-                parsed.append(json.loads(line))
+                parsed.append(loads(line))
             except ValueError:
                 continue
     for record in parsed:
@@ -156,7 +157,7 @@ def is_batch_input(data: str | bytes) -> bool:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = loads(line)
         except ValueError:
             return False
         return isinstance(record, Mapping) and "custom_id" in record and "body" in record and "response" not in record

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from loop_pipeline.core.ingest.formats.messages import messages_from, output_from
+from loop_pipeline.core.ingest.safejson import loads
 from loop_pipeline.core.ingest.formats.rows import (
     SKIP_AGENT,
     SKIP_FAILED,
@@ -73,7 +73,7 @@ def _attribute(attributes: Mapping[str, Any], key: str) -> Any:
     value = attributes.get(key)
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            return loads(value)
         except ValueError:
             return value
     return value

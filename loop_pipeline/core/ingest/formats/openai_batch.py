@@ -15,10 +15,10 @@ There is no cost in a batch file: it is computed from ``configs/prices.yaml`` ti
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
 from loop_pipeline.core.ingest.formats.messages import messages_from, output_from
+from loop_pipeline.core.ingest.safejson import loads
 from loop_pipeline.core.ingest.formats.rows import (
     SKIP_BATCH_REQUEST,
     SKIP_FAILED,
@@ -134,7 +134,7 @@ def load_requests(lines: str) -> dict[str, list[Any]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = loads(line)
         except ValueError:
             continue  # a broken input line: its output line is quarantined for want of messages
         if isinstance(record, Mapping) and isinstance(record.get("custom_id"), str):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from loop_pipeline.core.ingest.formats.values import compact_json
+from loop_pipeline.core.ingest.safejson import error_detail, error_reason, loads
 from loop_pipeline.core.ingest.sources import source_bytes
 
 
@@ -26,12 +26,6 @@ class ReadResult:
     lines: int  # non-blank lines in the file
 
 
-def _json_error(exc: ValueError) -> str:
-    message = getattr(exc, "msg", str(exc))
-    position = getattr(exc, "pos", None)
-    return f"{message} at character {position}" if position is not None else message
-
-
 def read_units(data: str | bytes, max_record_bytes: int, max_document_bytes: int) -> ReadResult:
     """JSONL (one record per line) or one JSON document (an object, or an array of records).
 
@@ -48,7 +42,7 @@ def read_units(data: str | bytes, max_record_bytes: int, max_document_bytes: int
     document = False
     if first[0] in "[{":
         try:
-            parsed_first = json.loads(first)
+            parsed_first = loads(first)
         except ValueError:
             document = True
         else:
@@ -57,9 +51,9 @@ def read_units(data: str | bytes, max_record_bytes: int, max_document_bytes: int
         if len(content.encode("utf-8")) > max_document_bytes:
             return ReadResult([], [(1, content[:2000], "oversized_record", f"document is over the {max_document_bytes} byte limit")], lines)
         try:
-            value = json.loads(content)
+            value = loads(content)
         except ValueError as exc:
-            return ReadResult([], [(1, content[:100_000], "malformed_json", _json_error(exc))], lines)
+            return ReadResult([], [(1, content[:100_000], error_reason(exc), error_detail(exc))], lines)
         if isinstance(value, list):
             return ReadResult([Unit(i + 1, item, compact_json(item)) for i, item in enumerate(value)], [], lines)
         return ReadResult([Unit(1, value, content.strip())], [], lines)
@@ -70,9 +64,9 @@ def read_units(data: str | bytes, max_record_bytes: int, max_document_bytes: int
             bad.append((number, line, "oversized_record", f"record is {len(line.encode('utf-8'))} bytes, over the {max_record_bytes} byte limit"))
             continue
         try:
-            value = json.loads(line)
+            value = loads(line)
         except ValueError as exc:
-            bad.append((number, line, "malformed_json", _json_error(exc)))
+            bad.append((number, line, error_reason(exc), error_detail(exc)))
             continue
         units.append(Unit(number, value, line))
     return ReadResult(units, bad, lines)

@@ -11,6 +11,8 @@ import json
 import re
 from typing import Any, Mapping
 
+from loop_pipeline.core.ingest.safejson import loads
+
 
 class MappingError(Exception):
     """A record this adapter cannot turn into a canonical row; ``reason`` is a quarantine reason."""
@@ -57,7 +59,7 @@ def parse_json(value: str) -> Any:
     if not stripped or stripped[0] not in "[{\"":
         return _NOT_JSON
     try:
-        return json.loads(stripped)
+        return loads(stripped)
     except ValueError:
         return _NOT_JSON
 

@@ -25,7 +25,8 @@ import polars as pl
 from loop_pipeline.core.ingest.formats.otlp.fast import fast_rows
 from loop_pipeline.core.ingest.formats.otlp.per_span import map_line
 from loop_pipeline.core.ingest.formats.rows import FEEDBACK_RAW_SCHEMA, AdapterContext, FormatOutput, finish, trace_schema
-from loop_pipeline.core.ingest.lines import read_lines
+from loop_pipeline.core.ingest.lines import read_lines, too_deep
+from loop_pipeline.core.ingest.safejson import TOO_DEEP, TooDeeplyNested
 
 FORMAT = "otlp"
 
@@ -42,6 +43,10 @@ def read(data: str | bytes, context: AdapterContext) -> FormatOutput:
     for record, raw in lines.filter(oversized).iter_rows():
         rows.bad("trace", record, raw, "oversized_record", f"record is {len(raw.encode('utf-8'))} bytes, over the {context.max_record_bytes} byte limit")
     lines = lines.filter(~oversized)
+    deep = too_deep(lines.get_column("raw"))
+    for record, raw in lines.filter(deep).iter_rows():
+        rows.bad("trace", record, raw, TOO_DEEP, str(TooDeeplyNested()))
+    lines = lines.filter(~deep)
     for start in range(0, lines.height, max(context.decode_slice_rows, 1)):
         part = lines.slice(start, context.decode_slice_rows)
         fast_traces, fast_feedback, fast_skipped, slow_lines = fast_rows(part, context)
@@ -54,4 +59,4 @@ def read(data: str | bytes, context: AdapterContext) -> FormatOutput:
     skipped.update(rows.skipped)
     traces = pl.concat([*trace_parts, rows.trace_frame()], how="vertical_relaxed").sort("source_record", maintain_order=True)
     feedback = pl.concat([*feedback_parts, rows.feedback_frame()], how="vertical_relaxed").sort("source_record", maintain_order=True)
-    return finish(traces, feedback, skipped, lines.height + int(oversized.sum()), context.task_type, context.feedback)
+    return finish(traces, feedback, skipped, lines.height + int(oversized.sum()) + int(deep.sum()), context.task_type, context.feedback)

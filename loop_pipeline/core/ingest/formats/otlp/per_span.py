@@ -3,21 +3,20 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from loop_pipeline.core.ingest.formats import openinference, otel
 from loop_pipeline.core.ingest.formats.rows import Rows
 from loop_pipeline.core.ingest.formats.values import MappingError, compact_json, json_type
+from loop_pipeline.core.ingest.safejson import error_detail, error_reason, loads
 
 
 def map_line(line: str, record: int, rows: Rows) -> None:
     """One export request, span by span, through :func:`otel.map_span`."""
     try:
-        request = json.loads(line)
+        request = loads(line)
     except ValueError as exc:
-        message = getattr(exc, "msg", str(exc))
-        rows.bad("trace", record, line, "malformed_json", f"{message} at character {getattr(exc, 'pos', '?')}")
+        rows.bad("trace", record, line, error_reason(exc), error_detail(exc))
         return
     try:
         if not isinstance(request, dict):
