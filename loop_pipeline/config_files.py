@@ -24,7 +24,8 @@ FILE_MODELS = {
 # configs/<folder>/*.yaml -> "module:Model"
 FOLDER_MODELS = {
     "train": "loop_pipeline.core.training:TrainConfig",
-    "deploy": "loop_pipeline.resources.trainer:K8sDeployFile",
+    # k8s-training.yaml, dagster.yaml, executor.yaml: their models; any other file: Kubernetes manifests.
+    "deploy": "loop_pipeline.deploy:DeployFile",
 }
 
 
@@ -64,4 +65,9 @@ def check_config_dir(config_dir: Path) -> dict[str, str | None]:
             results[str(path)] = None
         except ConfigError as exc:
             results[str(path)] = str(exc)
+    if (config_dir / "deploy").is_dir():  # the deploy files against each other (loop_pipeline/deploy)
+        from loop_pipeline.deploy.bundle import cross_file_problems
+
+        for path, problem in cross_file_problems(config_dir / "deploy").items():
+            results[path] = results.get(path) or problem
     return results

@@ -11,6 +11,7 @@ import dagster as dg
 
 import loop_pipeline  # noqa: F401  (sets the no-telemetry environment first)
 from loop_pipeline.core.scoring import ScoringConfig
+from loop_pipeline.deploy import build_executor
 from loop_pipeline.defs import automation, datasets, evaluation, ingest, report, scoring, training
 from loop_pipeline.resources import LoopConfigs, LoopStorage, MlflowTracking, StageResultIOManager
 from loop_pipeline.resources.trainer import K8sTrainerLauncher, TrainerLauncher
@@ -55,7 +56,9 @@ def build_defs(settings: LoopSettings | None = None, **resource_overrides: str |
     # The feedback lookback is part of the scoring stage's asset graph (its partition mapping).
     lookback_days = settings.load(ScoringConfig).feedback_lookback_days
     stages = (ingest.defs, scoring.scoring_defs(lookback_days), datasets.defs, training.defs, evaluation.defs, report.defs, automation.defs)
-    return dg.Definitions.merge(*stages, dg.Definitions(resources=build_resources(settings, **resource_overrides)))
+    # LOOP_EXECUTOR_DEPLOY (configs/deploy/executor.yaml): every step a Kubernetes job; unset: Dagster's default.
+    executor = build_executor(settings.executor_deploy)
+    return dg.Definitions.merge(*stages, dg.Definitions(resources=build_resources(settings, **resource_overrides), executor=executor))
 
 
 defs = build_defs()

@@ -71,6 +71,8 @@ class LoopSettings(BaseSettings):
     mlflow_artifact_root: Optional[str] = None
     # configs/deploy/k8s-training.yaml: train as a Kubernetes job instead of a local process.
     trainer_deploy: Optional[str] = None
+    # configs/deploy/executor.yaml: each step of a run as a Kubernetes job (dagster-k8s's k8s_job_executor).
+    executor_deploy: Optional[str] = None
     # The train config lora_adapter uses when its run config names none.
     train_config: Optional[str] = None
 
