@@ -56,7 +56,7 @@ def train(
 def eval_command(
     model: Optional[str] = typer.Option(None, help="A model folder to evaluate instead of the latest training run's."),
     adapter: Optional[str] = typer.Option(None, help="A LoRA adapter folder applied on --model."),
-    system_prompt: Optional[str] = typer.Option(None, help="keep | drop: the prompt transform (default: as trained; keep for --model)."),
+    system_prompt: Optional[str] = typer.Option(None, help="keep | drop | none: the prompt transform (default: as trained; keep for --model)."),
     max_examples: Optional[int] = typer.Option(None, help="Evaluate on the first N holdout requests."),
 ) -> None:
     """Evaluate a candidate on the frozen holdout (the holdout_eval asset and its blocking gate
@@ -66,8 +66,8 @@ def eval_command(
     from loop_pipeline.core.evaluation import eval_summary
     from loop_pipeline.runs import materialize_evaluation
 
-    if system_prompt not in (None, "keep", "drop"):
-        fail(f"--system-prompt must be keep or drop, got {system_prompt!r}")
+    if system_prompt not in (None, "keep", "drop", "none"):
+        fail(f"--system-prompt must be keep, drop or none, got {system_prompt!r}")
     if adapter and not model:
         fail("--adapter needs --model (the base it applies to)")
     candidate = {k: v for k, v in {"model": model, "adapter": adapter, "system_prompt": system_prompt}.items() if v}

@@ -54,7 +54,7 @@ class TrainedAdapter(StageResult):
     peak_gpu_mb: float | None = None
     dtype: str
     device: str
-    system_prompt: str  # keep | drop: what serving and evaluation must do to prompts
+    system_prompt: str  # keep | drop | none: what serving and evaluation must do to prompts
     max_length: int | None = None  # sft.max_length: the longest input it was trained on (None: unknown)
     sft_adapter_path: str | None = None
     merged_path: str | None = None

@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -143,13 +143,24 @@ def load_base_model(base: str, dtype):
     return model.to("cuda") if torch.cuda.is_available() else model
 
 
+# keep: the app's prompt as sent; drop: without its system turns (a chat template may then add its
+# own default system turn: SmolLM2's adds ~17 tokens); none: no system text at all (one empty system
+# turn, which keeps such a template from adding its default).
+PROMPT_TRANSFORMS = ("keep", "drop", "none")
+PromptTransform = Literal["keep", "drop", "none"]
+
+
 def prepare_prompt(messages: Sequence[Mapping[str, Any]], system_prompt: str) -> list[dict[str, str]]:
-    """The prompt as the fine-tuned model sees it: plain role/content turns, without the system
-    turns when it was trained with ``data.system_prompt: drop``. Training, evaluation and serving
-    all go through here, so the three agree."""
+    """The prompt as the fine-tuned model sees it: plain role/content turns, transformed by
+    ``system_prompt`` (``PROMPT_TRANSFORMS``). Training, evaluation and serving all go through
+    here, so the three agree."""
+    if system_prompt not in PROMPT_TRANSFORMS:
+        raise ValueError(f"system_prompt must be one of {PROMPT_TRANSFORMS}, got {system_prompt!r}")
     plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-    if system_prompt == "drop":
+    if system_prompt != "keep":
         plain = [m for m in plain if m["role"] != "system"]
+    if system_prompt == "none":
+        plain = [{"role": "system", "content": ""}, *plain]
     return plain
 
 

@@ -8,9 +8,11 @@ reaches the tracking server.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from loop_pipeline.core.models import PromptTransform
 
 SERVING_SPEC_TAG = "serving_spec"
 
@@ -37,7 +39,7 @@ class ServingSpec(BaseModel):
     version: Optional[str] = None  # filled when read back from the registry
     base_model: str
     dataset_version: str
-    system_prompt: Literal["keep", "drop"]  # the prompt transform (core.models.prepare_prompt)
+    system_prompt: PromptTransform  # the prompt transform (core.models.prepare_prompt)
     max_new_tokens: int = Field(gt=0)
     dtype: str = "auto"
     max_input_tokens: Optional[int] = Field(default=None, gt=0)  # the length it was trained on

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import polars as pl
 
 from loop_pipeline.core.contracts import StageResult, TrainedAdapter
+from loop_pipeline.core.models import PromptTransform
 
 
 class Candidate(StageResult):
     model_path: str
     adapter_path: Optional[str] = None
-    system_prompt: Literal["keep", "drop"] = "keep"
+    system_prompt: PromptTransform = "keep"
     label: str = ""  # shown in reports (e.g. the MLflow run or registry version)
 
     @classmethod

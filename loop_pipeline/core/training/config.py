@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import ConfigDict, Field, model_validator
 
 from loop_pipeline.config import ConfigError, ConfigModel
-from loop_pipeline.core.models import PACKAGED_MODELS
+from loop_pipeline.core.models import PACKAGED_MODELS, PromptTransform
 
 DATASET_FILES = {"sft": "sft.parquet", "kto": "kto.parquet", "dpo": "dpo.parquet"}
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -45,6 +45,9 @@ class LoraSection(TrainSection):
     alpha: PositiveInt = 32
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: Union[Literal["all-linear"], ModuleNames] = list(DEFAULT_TARGET_MODULES)
+    # Adapt only the top N transformer layers (null: all). Backpropagation stops below the lowest
+    # adapted layer, so a CPU step costs less; the lower layers' features are kept as they are.
+    top_layers: Optional[PositiveInt] = None
 
 
 class SftSection(TrainSection):
@@ -77,7 +80,8 @@ class DataSection(TrainSection):
     dpo: Optional[Text] = None
     # drop: train without the app's system prompt (the fine-tuned model no longer needs the
     # instructions and label list; serving and evaluation apply the same transform).
-    system_prompt: Literal["keep", "drop"] = "keep"
+    # none: as drop, and no chat-template default system turn either (fewest tokens).
+    system_prompt: PromptTransform = "keep"
 
     @model_validator(mode="after")
     def _has_a_source(self) -> "DataSection":

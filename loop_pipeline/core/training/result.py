@@ -30,7 +30,7 @@ class TrainResult(BaseModel):
     peak_gpu_mb: Optional[float]  # CUDA only
     dtype: str
     device: str
-    system_prompt: str  # keep | drop: what serving and evaluation must do to prompts
+    system_prompt: str  # keep | drop | none: what serving and evaluation must do to prompts
     sft_adapter_path: Optional[str] = None  # the SFT adapter, when a negatives stage followed
     merged_path: Optional[str] = None
     mlflow_run_id: Optional[str] = None

@@ -80,12 +80,15 @@ def _sft_args(config: TrainConfig, prompt_completion: bool):
     )
 
 
-def _lora_config(config: TrainConfig):
+def _lora_config(config: TrainConfig, n_layers: int):
     from peft import LoraConfig
 
     lora = config.lora
+    # Only the top layers: nothing below them needs a gradient, so backpropagation stops there.
+    layers = list(range(max(0, n_layers - lora.top_layers), n_layers)) if lora.top_layers else None
     return LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules, task_type="CAUSAL_LM"
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+        layers_to_transform=layers, task_type="CAUSAL_LM",
     )
 
 
@@ -97,12 +100,13 @@ def run_sft(config: TrainConfig, base: str, tokenizer, dtype, adapter_dir: Path,
     prompt_completion = not has_generation_markers(tokenizer)
     dataset = Dataset.from_list(sft_rows(rows, prompt_completion, config.data.system_prompt))
     callback = metrics_callback("sft", reporter)
+    model = load_base_model(base, dtype)
     trainer = sft_trainer_class(config.sft.loss)(
-        model=load_base_model(base, dtype),
+        model=model,
         args=_sft_args(config, prompt_completion),
         train_dataset=dataset,
         processing_class=tokenizer,
-        peft_config=_lora_config(config),
+        peft_config=_lora_config(config, model.config.num_hidden_layers),
         callbacks=[callback],
     )
     callback.trainer = trainer

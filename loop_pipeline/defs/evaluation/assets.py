@@ -59,6 +59,7 @@ def dataset_check_results(instance: dg.DagsterInstance, version: str) -> Dataset
 class SystemPrompt(str, enum.Enum):
     keep = "keep"
     drop = "drop"
+    none = "none"
 
 
 class HoldoutEvalConfig(dg.Config):
@@ -69,7 +70,7 @@ class HoldoutEvalConfig(dg.Config):
     model: Optional[str] = Field(default=None, description="A model folder to evaluate instead of the lora_adapter's.")
     adapter: Optional[str] = Field(default=None, description="A LoRA adapter folder applied on `model`.")
     system_prompt: Optional[SystemPrompt] = Field(
-        default=None, description="keep | drop: the prompt transform (default: as trained; keep for `model`)."
+        default=None, description="keep | drop | none: the prompt transform (default: as trained; keep for `model`)."
     )
 
     @model_validator(mode="after")
