@@ -4,7 +4,9 @@ on the LOOP_HOME instance, printing each stage as it starts and what it found.""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import time
+from typing import Any, Iterator
 
 import dagster as dg
 
@@ -39,10 +41,13 @@ STAGE_HEADINGS = {
 class DemoReporter(StageReporter):
     """The stage reporter plus a numbered heading when a stage starts and the demo's extra lines."""
 
-    def __init__(self, defs: dg.Definitions, progress: Progress, days: int, steps: int):
+    def __init__(self, defs: dg.Definitions, progress: Progress, days: int, steps: int, clock: "StepClock", first: int = 1, done: tuple[str, ...] = ("simulation",), prefix: str = ""):
         super().__init__(defs, progress, days)
         self.steps = steps
-        self.started: list[str] = ["simulation"]
+        self.clock = clock
+        self.first = first  # the step number of the first stage heading this reporter prints
+        self.started: list[str] = list(done)
+        self.prefix = prefix
         self.graph = defs.resolve_asset_graph()
 
     def start(self, keys: list[dg.AssetKey], _partition: str | None) -> None:
@@ -56,7 +61,11 @@ class DemoReporter(StageReporter):
                 f"{totals['duplicates']} duplicates, {totals['quarantined']} quarantined"
             )
         self.started.append(group)
-        self.say(f"[{len(self.started)}/{self.steps}] {STAGE_HEADINGS.get(group, group)}")
+        self.clock.start(f"{self.prefix}{group}")
+        number = self.first + len(self.started) - 1
+        # steps 0: a sub-plan of one numbered step (the demo's round two), its stages unnumbered
+        heading = f"[{number}/{self.steps}] " if self.steps else "  "
+        self.say(f"{heading}{self.prefix}{STAGE_HEADINGS.get(group, group)}")
 
     def _score_thresholds(self, step: StepRun) -> None:
         from loop_pipeline.core.scoring import describe_threshold
@@ -77,18 +86,50 @@ class DemoReporter(StageReporter):
             self.say(f"  {name:<8} {rows:>6} rows")
 
 
+class StepClock:
+    """Wall time of each demo step, printed when the step ends and kept for the summary."""
+
+    def __init__(self, say: Progress):
+        self.say = say
+        self.seconds: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def start(self, name: str) -> None:
+        self.stop()
+        self._current = (name, time.perf_counter())
+
+    def stop(self) -> None:
+        if self._current is not None:
+            name, started = self._current
+            self.seconds[name] = round(time.perf_counter() - started, 1)
+            self.say(f"  ({name}: {self.seconds[name]:.1f} s)")
+            self._current = None
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self.start(name)
+        try:
+            yield
+        finally:
+            self.stop()
+
+
 def ingest_totals(partitions: list[dict[str, Any]]) -> dict[str, int]:
     return {key: sum(p[key] for p in partitions) for key in ("records_in", "valid", "duplicates", "quarantined")}
+
+
+def simulation_overrides(days: int, traces_per_day: int, seed: int, domains) -> dict[str, Any]:
+    overrides: dict[str, Any] = {"days": days, "traces_per_day": traces_per_day, "seed": seed}
+    if domains:
+        overrides["domains"] = list(domains)
+    return overrides
 
 
 def simulate_landing(settings: LoopSettings, days: int, traces_per_day: int, seed: int, domains, say: Progress, heading: str = ""):
     from loop_pipeline.core.costs import PriceTable
     from loop_pipeline.sim import SimulationConfig, simulate
 
-    overrides: dict[str, Any] = {"days": days, "traces_per_day": traces_per_day, "seed": seed}
-    if domains:
-        overrides["domains"] = list(domains)
-    config = settings.load(SimulationConfig, overrides)
+    config = settings.load(SimulationConfig, simulation_overrides(days, traces_per_day, seed, domains))
     landing = settings.paths.landing
     scope = f"{', '.join(domains)} + out-of-scope" if domains else "all domains"
     say(f"{heading}simulating {days} days x {traces_per_day} CLINC150 calls ({scope}) into {landing}")
@@ -96,48 +137,49 @@ def simulate_landing(settings: LoopSettings, days: int, traces_per_day: int, see
 
 
 def run_demo(
-    days: int = 7,
-    traces_per_day: int = 1000,
+    days: int = 14,
+    traces_per_day: int = 500,
     seed: int = 0,
     progress: Progress | None = None,
     domains: tuple[str, ...] | None = DEMO_DOMAINS,
     train: bool = True,
     train_max_steps: int | None = None,
+    close_loop: bool = True,
 ) -> dict[str, Any]:
     """Simulate CLINC150 traffic (3 domains by default) into the landing folder, then materialize
     the asset graph on it: ingest, score and version it, and (``train``) fine-tune SmolLM2-135M,
-    evaluate it and register it when the gate passes."""
+    evaluate it and register it when the gate passes. ``close_loop`` (with ``train``): then serve
+    the champion through the router, replay a fresh day with simulated users' feedback, ingest it,
+    run a second round, measure it on the same day and print ``loop report``."""
     say = progress or _quiet
     settings = LoopSettings()
     home = settings.paths
-    steps = 6 if train else 4
+    close_loop = close_loop and train
+    steps = (10 if close_loop else 6) if train else 4
+    clock = StepClock(say)
     say(f"LOOP_HOME={home.home}")
-    simulation = simulate_landing(settings, days, traces_per_day, seed, domains, say, heading=f"[1/{steps}] ")
+    with clock.step("simulate"):
+        simulation = simulate_landing(settings, days, traces_per_day, seed, domains, say, heading=f"[1/{steps}] ")
     defs = build_stage_defs(settings)
     landed = landing_days(defs)
-    reporter = DemoReporter(defs, say, len(landed), steps)
+    reporter = DemoReporter(defs, say, len(landed), steps, clock)
     selection = INGEST | SCORING | DATASETS
     if train:
         selection = selection | TRAINING | EVALUATION | REGISTRATION
-    execution = execute(
-        selection,
-        partitions=landed,
-        op_config={"lora_adapter": {"max_steps": train_max_steps} if train_max_steps else {}},
-        defs=defs,
-        verbose={"holdout_eval"},
-        on_start=reporter.start,
-        on_step=reporter,
-    )
+    op_config = {"lora_adapter": {"max_steps": train_max_steps} if train_max_steps else {}}
+    execution = execute(selection, partitions=landed, op_config=op_config, defs=defs, verbose={"holdout_eval"},
+                        on_start=reporter.start, on_step=reporter)
+    clock.stop()
     partitions = ingest_summary(execution, reporter)
     built = datasets_summary(execution)
     if train and built["blocked_by"]:
         raise RuntimeError(f"dataset version {built['version']} is blocked by {sorted(built['blocked_by'])}: not training on it")
-    if train and not execution.for_asset("registered_model"):
+    promoted = bool(train and execution.for_asset("registered_model"))
+    if train and not promoted:
         say("not promoted: the gate refused the candidate (see the failing checks above)")
-    say(f"open the Dagster UI with `make dagster-ui` (DAGSTER_HOME={home.dagster_home}), MLflow with `make mlflow-ui`")
     scored = defs.resources["storage"].read_document("score_thresholds")
-    return {
-        "demo": "ingest+scoring+datasets" + ("+training+evaluation" if train else ""),
+    summary: dict[str, Any] = {
+        "demo": "ingest+scoring+datasets" + ("+training+evaluation" if train else "") + ("+router+round 2+report" if close_loop and promoted else ""),
         "training": training_summary(execution) if train else None,
         "evaluation": evaluation_summary(defs, execution) if train else None,
         "loop_home": str(home.home),
@@ -156,6 +198,15 @@ def run_demo(
             for p in partitions
         ],
     }
+    if close_loop and promoted:
+        from loop_pipeline.demo_loop import close_the_loop
+
+        summary["loop"] = close_the_loop(settings, simulation_overrides(days, traces_per_day, seed, domains), op_config, clock, steps, say)
+    elif close_loop:
+        say("the loop stops here: no champion to serve")
+    summary["step_seconds"] = clock.seconds
+    say(f"open the Dagster UI with `make dagster-ui` (DAGSTER_HOME={home.dagster_home}), MLflow with `make mlflow-ui`, both with `make demo-ui`")
+    return summary
 
 
 def evaluation_summary(defs: dg.Definitions, execution: Execution) -> dict[str, Any]:

@@ -213,14 +213,18 @@ def datasets_build(
 
 @app.command()
 def demo(
-    days: int = typer.Option(7, help="Days of CLINC150 traffic to simulate."),
-    traces_per_day: int = typer.Option(1000, help="Calls per day."),
+    days: int = typer.Option(14, help="Days of CLINC150 traffic to simulate."),
+    traces_per_day: int = typer.Option(500, help="Calls per day."),
     seed: int = typer.Option(0, help="Random seed."),
     domains: str = typer.Option(
         "banking,credit_cards,travel", help="CLINC150 domains of the in-scope traffic (comma-separated; 'all' for all 10)."
     ),
     train: bool = typer.Option(True, "--train/--no-train", help="Fine-tune SmolLM2-135M on the dataset (CPU: ~10 min)."),
-    train_max_steps: Optional[int] = typer.Option(None, help="Cap the training steps (default: one epoch)."),
+    train_max_steps: Optional[int] = typer.Option(None, help="Cap the training steps of each round (default: the train config's)."),
+    close_loop: bool = typer.Option(
+        True, "--close-loop/--no-close-loop",
+        help="After round one: serve the champion through the router, replay a fresh day with users' feedback, run round two, print loop report.",
+    ),
 ) -> None:
     """The whole loop on embedded defaults: simulate CLINC150 traffic, then materialize the asset
     graph on it (ingest, scoring, datasets, LoRA training of SmolLM2-135M-Instruct, evaluation and
@@ -237,6 +241,7 @@ def demo(
             domains=chosen,
             train=train,
             train_max_steps=train_max_steps,
+            close_loop=close_loop,
         )
     )
 
