@@ -438,3 +438,16 @@ def test_results_are_identical_with_a_tiny_batch_size(tmp_path):
         assert batched.quarantine.equals(whole.quarantine)
         assert batched.summary(include_sources=True) == whole.summary(include_sources=True)
     assert traces_path.stat().st_size > 100 * 700  # many batches of 700 bytes
+
+
+@pytest.mark.parametrize("source_format", ["auto", "langfuse", "otel", "litellm"])
+def test_lone_surrogate_escapes_in_foreign_records_do_not_escape_the_reader(tmp_path, source_format):
+    # json.loads keeps "\ud800" as a lone surrogate, which no polars column can hold (found by the fuzz suite).
+    path = tmp_path / "export.jsonl"
+    export = {"id": "tr-1", "timestamp": "2026-11-01T10:00:00Z", "observations": [{"id": "o-1", "type": "GENERATION", "model": "gpt-4o", "input": "hi", "output": "ok"}]}
+    path.write_text(json.dumps(export) + "\n" + '["\\ud800"]\n' + '{"name": "\\udfff", "x": "\\ud83d\\ude00"}\n', encoding="utf-8")
+
+    result = run([path], source_format=source_format)
+
+    assert_accounting(result.summary())
+    assert result.summary()["records_in"] >= 2

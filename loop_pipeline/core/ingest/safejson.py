@@ -19,6 +19,9 @@ TOO_DEEP = "too_deeply_nested"
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _INNERMOST = re.compile(r"\[\]|\{\}")
+# A \uD800-\uDFFF escape: json.loads keeps a lone one as a lone surrogate, which no UTF-8 text
+# (a polars column, a Parquet file) can hold.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class TooDeeplyNested(ValueError):
@@ -54,9 +57,21 @@ def loads(text: str | bytes, limit: int = MAX_DEPTH) -> Any:
     if nesting_over(text, limit):
         raise TooDeeplyNested(limit)
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except RecursionError:
         raise TooDeeplyNested(limit) from None
+    return _without_lone_surrogates(value) if _SURROGATE_ESCAPE.search(text) else value
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """Lone surrogates (from escapes like ``"\\ud800"``) as U+FFFD, as polars' decoder reads them."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(key): _without_lone_surrogates(item) for key, item in value.items()}
+    return value
 
 
 def error_reason(exc: ValueError) -> str:
