@@ -18,6 +18,7 @@ FILE_MODELS = {
     "dedup": "loop_pipeline.core.dedup:DedupConfig",
     "datasets": "loop_pipeline.core.datasets:DatasetConfig",
     "evaluation": "loop_pipeline.core.evaluation:EvalConfig",
+    "automation": "loop_pipeline.core.automation:AutomationConfig",
     # Not a ConfigModel but pydantic-settings (LOOP_ROUTER_* override it); same from_yaml and errors.
     "router": "loop_pipeline.router.settings:RouterSettings",
 }

@@ -55,7 +55,7 @@ def build_defs(settings: LoopSettings | None = None, **resource_overrides: str |
     settings = settings or LoopSettings()
     # The feedback lookback is part of the scoring stage's asset graph (its partition mapping).
     lookback_days = settings.load(ScoringConfig).feedback_lookback_days
-    stages = (ingest.defs, scoring.scoring_defs(lookback_days), datasets.defs, training.defs, evaluation.defs, report.defs, automation.defs)
+    stages = (ingest.defs, scoring.scoring_defs(lookback_days), datasets.defs, training.defs, evaluation.defs, report.defs, automation.automation_defs(settings))
     # LOOP_EXECUTOR_DEPLOY (configs/deploy/executor.yaml): every step a Kubernetes job; unset: Dagster's default.
     executor = build_executor(settings.executor_deploy)
     return dg.Definitions.merge(*stages, dg.Definitions(resources=build_resources(settings, **resource_overrides), executor=executor))

@@ -10,12 +10,19 @@ import yaml
 from loop_pipeline.core.storage import write_bytes_atomic
 
 
+RUN_RETRIES = 2
+
+
 def instance_config(pg_url: str | None, sqlite_dir: Path) -> dict:
     # Telemetry off in the instance itself, so `dagster dev` does not phone home either.
     config: dict = {"telemetry": {"enabled": False}}
     # Pools without their own limit (the `gpu` pool of lora_adapter) run one step at a time:
     # one training run per GPU. More GPUs: `dagster instance concurrency set gpu N`.
     config["concurrency"] = {"pools": {"default_limit": 1}}
+    # A run whose worker died (killed, out of memory, a lost pod) is retried by the daemon, twice;
+    # an op that failed is not retried here: the retrain job's own RetryPolicy decides that
+    # (configs/automation.yaml retries), so a failed check or a bad config fails once.
+    config["run_retries"] = {"enabled": True, "max_retries": RUN_RETRIES, "retry_on_asset_or_op_failure": False}
     if pg_url:
         config["storage"] = {"postgres": {"postgres_url": pg_url}}
     else:

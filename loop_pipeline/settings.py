@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, TypeVar
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from loop_pipeline.config import ConfigError, ConfigModel
@@ -55,7 +56,7 @@ class LoopPaths:
 class LoopSettings(BaseSettings):
     """``LOOP_HOME``, ``LOOP_CONFIG_DIR``, ``LOOP_LANDING_URL``, ``LOOP_PG_URL``,
     ``LOOP_MLFLOW_TRACKING_URI``, ``LOOP_MLFLOW_ARTIFACT_ROOT``, ``LOOP_TRAINER_DEPLOY``,
-    ``LOOP_TRAIN_CONFIG``."""
+    ``LOOP_TRAIN_CONFIG``, ``LOOP_ROUTER_URL``, ``LOOP_ROUTER_ADMIN_KEY``."""
 
     model_config = SettingsConfigDict(env_prefix="LOOP_", extra="ignore", frozen=True)
 
@@ -75,6 +76,11 @@ class LoopSettings(BaseSettings):
     executor_deploy: Optional[str] = None
     # The train config lora_adapter uses when its run config names none.
     train_config: Optional[str] = None
+    # The running router the champion_reload_sensor tells about a new champion (POST /admin/reload),
+    # e.g. http://127.0.0.1:8080; unset: the sensor skips and says so.
+    router_url: Optional[str] = None
+    # A key that router accepts (its sha256 is in the router's api_keys_sha256), sent as Bearer.
+    router_admin_key: Optional[SecretStr] = None
 
     @property
     def paths(self) -> LoopPaths:
