@@ -451,3 +451,13 @@ def test_lone_surrogate_escapes_in_foreign_records_do_not_escape_the_reader(tmp_
 
     assert_accounting(result.summary())
     assert result.summary()["records_in"] >= 2
+
+
+def test_batches_hold_about_batch_bytes_whatever_the_file_size(tmp_path):
+    path = write_lines(tmp_path / "big.jsonl", [trace(f"t-{i}", output="z" * (i % 300)) for i in range(6000)])
+    longest = max(len(line) for line in path.read_bytes().split(b"\n"))
+    with open_stream(str(path)) as stream:
+        sizes = [batch.lines["raw"].str.len_bytes().sum() for batch in line_batches(stream, 64 << 10, 1 << 20)]
+    assert path.stat().st_size > 20 * (64 << 10)
+    assert len(sizes) > 20
+    assert max(sizes) <= (64 << 10) + longest
