@@ -49,6 +49,12 @@ class LoraSection(TrainSection):
     # adapted layer, so a CPU step costs less; the lower layers' features are kept as they are.
     top_layers: Optional[PositiveInt] = None
 
+    @model_validator(mode="after")
+    def _top_layers_need_module_names(self) -> "LoraSection":
+        if self.top_layers and isinstance(self.target_modules, str):
+            raise ValueError("top_layers needs target_modules as a list of module names (peft cannot restrict 'all-linear' to layers)")
+        return self
+
 
 class SftSection(TrainSection):
     max_steps: Optional[PositiveInt] = None  # wins over num_train_epochs
@@ -62,7 +68,9 @@ class SftSection(TrainSection):
     packing: bool = False
     # trl turns it on by default; for a 135M model memory is not the limit and it costs ~2x compute.
     gradient_checkpointing: bool = False
-    loss: Literal["model", "trl"] = "model"
+    # model: the model's own causal-LM loss; completion: the same value with the output head applied
+    # only at the completion's positions (much less compute for short answers); trl: trl's loss.
+    loss: Literal["model", "completion", "trl"] = "model"
 
 
 class NegativesSection(TrainSection):

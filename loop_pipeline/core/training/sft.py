@@ -36,6 +36,21 @@ def has_generation_markers(tokenizer) -> bool:
     return "{% generation %}" in template or "{%- generation %}" in template
 
 
+def completion_loss(model, inputs, num_items_in_batch=None):
+    """The causal-LM loss with the output head applied only at the labelled positions (the
+    completion). A label is a few tokens after a longer prompt, so most of the head's compute
+    (positions x vocabulary) is skipped; the value is the model's own loss."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    hidden = base.get_decoder()(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).last_hidden_state
+    labels = inputs["labels"][:, 1:]
+    labelled = labels != -100
+    logits = base.get_output_embeddings()(hidden[:, :-1][labelled])
+    total = torch.nn.functional.cross_entropy(logits.float(), labels[labelled], reduction="sum")
+    return total / (num_items_in_batch if num_items_in_batch is not None else labelled.sum().clamp(min=1))
+
+
 def sft_trainer_class(loss: str):
     """SFTTrainer that counts the trained tokens; with loss='model' the model's own causal-LM loss
     replaces trl's fused LM head (same labels, so still completion-only)."""
@@ -53,6 +68,8 @@ def sft_trainer_class(loss: str):
                     self.tokens_seen += int(inputs["input_ids"].numel())
             if loss == "trl":
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            if loss == "completion" and model.training and not return_outputs:
+                return completion_loss(model, inputs, num_items_in_batch)
             inputs = {**inputs, "use_cache": False}
             return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 

@@ -15,6 +15,10 @@ def test_prepare_prompt_drops_only_system_turns():
     messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "u", "extra": 1}]
     assert prepare_prompt(messages, "drop") == [{"role": "user", "content": "u"}]
     assert prepare_prompt(messages, "keep") == [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    # none: no system text at all, one empty system turn so a template adds no default of its own
+    assert prepare_prompt(messages, "none") == [{"role": "system", "content": ""}, {"role": "user", "content": "u"}]
+    with pytest.raises(ValueError, match="system_prompt must be one of"):
+        prepare_prompt(messages, "Drop")
 
 
 def test_packaged_model_without_its_package_is_a_clear_error(monkeypatch, tmp_path):

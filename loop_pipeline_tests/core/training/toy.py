@@ -34,6 +34,7 @@ def examples() -> pl.DataFrame:
                         "task_type": "classify",
                         "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": template.format(word)}],
                         "output": WRONG[label] if bad else label,
+                        "frontier_output": WRONG[label] if bad else label,  # direct frontier traffic: its own output
                         "target": label,
                         "target_source": "review" if bad else "output",
                         "reference": label,  # a holdout row's reference (curate_examples sets both)
