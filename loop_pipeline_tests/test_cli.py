@@ -129,6 +129,17 @@ def test_ingest_only_unreadable_file_exits_2(tmp_path):
     assert not out.exists()
 
 
+def test_ingest_unreadable_beside_an_unsupported_file_exits_2(tmp_path):
+    """An unsupported file is listed, not read: it does not make an unreadable day a success."""
+    (tmp_path / "traces.parquet").write_bytes(b"\x00garbage, not parquet\xff" * 16)
+    (tmp_path / "notes.txt").write_text("not a trace file")
+
+    result = runner.invoke(app, ["ingest", str(tmp_path), "--out", str(tmp_path / "out")])
+
+    assert result.exit_code == 2, result.stderr
+    assert "none of the 1 file(s) could be read" in result.stderr
+
+
 def test_ingest_unreadable_beside_readable_exits_zero(tmp_path):
     landing = write_landing(tmp_path / "landing")
     (landing / "broken.parquet").write_bytes(b"garbage" * 10)

@@ -121,8 +121,9 @@ def ingest_command(
         fail(str(exc))
     summary = result.summary()
     unreadable = summary["quarantined_by_reason"].get("unreadable_file", 0)
-    if unreadable == len(sources):
-        fail(f"none of the {len(sources)} file(s) could be read; see the quarantine reasons above")
+    readable = [s for s in sources if not s.unsupported]  # unsupported files are listed, never read
+    if unreadable == len(readable):
+        fail(f"none of the {len(readable)} file(s) could be read; see the quarantine reasons above")
     target = out or settings.paths.home / "ingested"
     summary = write_result(result, target)
     say(f"wrote {target}")
