@@ -54,7 +54,8 @@ mlflow-ui: install
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(LOOP_HOME)/mlflow/mlflow.db" --host 127.0.0.1 --port 5000
 
 # The demo's results in both UIs at once: MLflow in the background (stopped with this command),
-# the Dagster UI in the foreground. Ctrl-C stops both. Run `make demo` first.
+# the Dagster UI in the foreground. Ctrl-C stops both. Run `make demo` first. MLflow's job runner
+# (huey consumers for GenAI scorers, unused here) is off.
 DAGSTER_UI_PORT ?= 3000
 MLFLOW_UI_PORT ?= 5000
 demo-ui: install
@@ -62,7 +63,8 @@ demo-ui: install
 	mkdir -p "$(LOOP_HOME)/mlflow"
 	@echo "Dagster UI: http://127.0.0.1:$(DAGSTER_UI_PORT)  (asset graph, runs, checks)"
 	@echo "MLflow UI:  http://127.0.0.1:$(MLFLOW_UI_PORT)  (experiments, model loop-candidate@champion)"
-	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(LOOP_HOME)/mlflow/mlflow.db" --host 127.0.0.1 --port $(MLFLOW_UI_PORT) & \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri "sqlite:///$(LOOP_HOME)/mlflow/mlflow.db" \
+	  --host 127.0.0.1 --port $(MLFLOW_UI_PORT) & \
 	  mlflow_pid=$$!; trap 'kill $$mlflow_pid 2>/dev/null' EXIT INT TERM; \
 	  DAGSTER_HOME="$$($(BIN)/loop dagster-home)" $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(DAGSTER_UI_PORT)
 

@@ -240,5 +240,7 @@ def mlflow_ui(instance: DemoInstance, log: Path) -> Iterator[str]:
     """The MLflow UI (what `make mlflow-ui` serves) on the instance's backend store."""
     port = free_port()
     command = [str(BIN / "mlflow"), "ui", "--backend-store-uri", instance.mlflow_uri, "--host", "127.0.0.1", "--port", str(port)]
-    with server("mlflow ui", command, instance.env(), f"http://127.0.0.1:{port}", "/health", log) as url:
+    # No job runner (seven huey consumers, for GenAI scorers): a UI test needs none, and they double the start.
+    env = {**instance.env(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with server("mlflow ui", command, env, f"http://127.0.0.1:{port}", "/health", log) as url:
         yield url
