@@ -28,6 +28,7 @@ BAD_VALUES: dict[str, tuple[tuple[Any, ...], Any, str]] = {
     "datasets.yaml": (("holdout_fraction",), 0, "greater than 0"),
     "evaluation.yaml": (("dtype",), "float8", "'bfloat16'"),
     "router.yaml": (("shadow_rate",), 1.5, "less than or equal to 1"),
+    "automation.yaml": (("retrain_sensor", "minimum_interval_s"), 5, "greater than or equal to 30"),
     "train/tiny.yaml": (("lora", "r"), 0, "greater than 0"),
     "train/smollm2-clinc.yaml": (("sft", "learning_rate"), -1, "greater than 0"),
     "deploy/k8s-training.yaml": (("trainer", "gpus"), -2, "greater than or equal to 0"),

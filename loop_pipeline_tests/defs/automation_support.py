@@ -3,9 +3,11 @@ contexts Dagster evaluates schedules and sensors with."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Iterator
 
 import dagster as dg
 import yaml
@@ -57,13 +59,22 @@ def schedule_context(instance: dg.DagsterInstance, defs: dg.Definitions, when: d
     return dg.build_schedule_context(instance=instance, scheduled_execution_time=when, resources=dict(defs.resources))
 
 
+def evaluate_schedule(schedule: dg.ScheduleDefinition, context: dg.ScheduleEvaluationContext):
+    """One tick of ``schedule``, its context closed afterwards (as :func:`tick` does for sensors)."""
+    with context:
+        return schedule.evaluate_tick(context)
+
+
 def sensor_context(instance: dg.DagsterInstance, defs: dg.Definitions, cursor: str | None = None, **resources: object):
     return dg.build_sensor_context(instance=instance, cursor=cursor, resources={**defs.resources, **resources}, definitions=defs)
 
 
 def tick(defs: dg.Definitions, name: str, context) -> dg.SensorResult | dg.SkipReason | dg.RunRequest:
-    """Evaluate the sensor ``name`` once, as the daemon would: one result (a request, or why not)."""
-    result = defs.get_sensor_def(name)(context)
+    """Evaluate the sensor ``name`` once, as the daemon would: one result (a request, or why not).
+    The context is closed afterwards (its resources, and the instance state it set as current)."""
+    sensor = defs.get_sensor_def(name)
+    with context:
+        result = sensor(context)
     if isinstance(result, list):
         assert len(result) == 1, result
         return result[0]
@@ -83,3 +94,15 @@ def record_retrain_run(instance: dg.DagsterInstance, status: dg.DagsterRunStatus
 
     run = dg.DagsterRun(job_name="retrain_job", run_id=make_new_run_id(), run_config=run_config or {}, status=status)
     return instance.add_run(run)
+
+
+@contextlib.contextmanager
+def ephemeral_instance() -> Iterator[dg.DagsterInstance]:
+    """An in-memory instance, disposed afterwards. Not entered as a context manager: a sensor
+    evaluation enters it again, and Dagster's nested enter would leave this test's (disposed)
+    definitions-state storage current for the next test's repository load."""
+    instance = dg.DagsterInstance.ephemeral()
+    try:
+        yield instance
+    finally:
+        instance.dispose()

@@ -32,6 +32,8 @@ from loop_pipeline.settings import LoopSettings
 from loop_pipeline_tests.defs.automation_support import (
     ADMIN_DIGEST,
     ADMIN_KEY,
+    evaluate_schedule,
+    ephemeral_instance,
     record_retrain_run,
     schedule_context,
     sensor_context,
@@ -137,7 +139,7 @@ def test_nightly_retrain_requests_every_ingested_day_and_skips_with_its_reason(h
     # The toy day's traces, and its feedback that landed on the days after it: every day ingested.
     ingested = defs.resources["storage"].table_partitions("raw_traces")
     assert ingested[0] == DAY and len(ingested) > 1
-    request = schedule.evaluate_tick(schedule_context(instance, defs, NIGHT)).run_requests[0]
+    request = evaluate_schedule(schedule, schedule_context(instance, defs, NIGHT)).run_requests[0]
     assert request.job_name == "retrain_job" and request.run_key == f"nightly_retrain:{NIGHT.isoformat()}"
     config = request.run_config["ops"]["retrain"]["config"]
     assert config["days"] == ingested
@@ -146,18 +148,18 @@ def test_nightly_retrain_requests_every_ingested_day_and_skips_with_its_reason(h
 
     # A retrain run still going: skipped, naming it.
     going = record_retrain_run(instance, dg.DagsterRunStatus.STARTED, request.run_config)
-    skipped = schedule.evaluate_tick(schedule_context(instance, defs, NIGHT))
+    skipped = evaluate_schedule(schedule, schedule_context(instance, defs, NIGHT))
     assert skipped.run_requests == [] and skipped.skip_message == f"a retrain run is still going ({going.run_id})"
 
     # It succeeded: nothing landed since it started, so the next night skips and says since when.
     instance.report_run_canceled(going)  # no longer going...
     done = record_retrain_run(instance, dg.DagsterRunStatus.SUCCESS, request.run_config)
-    skipped = schedule.evaluate_tick(schedule_context(instance, defs, NIGHT + dt.timedelta(days=1)))
+    skipped = evaluate_schedule(schedule, schedule_context(instance, defs, NIGHT + dt.timedelta(days=1)))
     assert skipped.run_requests == [] and skipped.skip_message.startswith(f"no day landed since the last retrain (run {done.run_id} at ")
 
     # Late feedback for the day lands and is ingested: the next night retrains again.
     materialize_ingest([DAY], instance=instance)
-    request = schedule.evaluate_tick(schedule_context(instance, defs, NIGHT + dt.timedelta(days=2))).run_requests[0]
+    request = evaluate_schedule(schedule, schedule_context(instance, defs, NIGHT + dt.timedelta(days=2))).run_requests[0]
     assert request.tags["loop/landed_days"] == DAY
 
 
@@ -223,7 +225,7 @@ def test_retrain_sensor_counts_new_curated_examples_against_the_last_trained_ver
 def test_retrain_sensor_skips_before_anything_is_scored(loop_home, monkeypatch, tmp_path):
     monkeypatch.setenv("LOOP_CONFIG_DIR", str(write_toy_configs(tmp_path / "configs")))
     defs = build_stage_defs()
-    with dg.DagsterInstance.ephemeral() as instance:
+    with ephemeral_instance() as instance:
         message = skip_message(tick(defs, "retrain_sensor", sensor_context(instance, defs)))
     assert message == f"nothing scored yet: no scored_traces / score_thresholds under {LoopSettings().paths.warehouse}"
 
@@ -240,6 +242,7 @@ def router(tmp_path, loop_home, monkeypatch):
     frontier_app = create_replay_app(default_output="frontier says hi")
     local_app = create_replay_app(default_output="freeze_account", confidence=0.9, model_ids=("loop-candidate",))
     tracking = LoopSettings().tracking()
+    tracking.client().search_registered_models()  # the store's tables exist before two threads open it
     with serve_in_thread(frontier_app) as frontier, serve_in_thread(local_app) as local:
         settings = router_settings(
             tmp_path, frontier, load_champion=True, local_backend="openai", local_base_url=local.base_url,
@@ -260,7 +263,7 @@ def test_champion_reload_sensor_makes_the_router_load_a_moved_alias(router, tmp_
     defs = build_stage_defs()
     sensor = defs.get_sensor_def("champion_reload_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and defs.resources["router_admin"].url == server.url
-    with dg.DagsterInstance.ephemeral() as instance:
+    with ephemeral_instance() as instance:
         assert skip_message(tick(defs, "champion_reload_sensor", sensor_context(instance, defs))) == (
             "no champion yet: loop-candidate has no alias 'champion'"
         )
@@ -293,14 +296,14 @@ def test_champion_reload_sensor_reports_a_router_that_is_down_and_keeps_its_curs
         url = gone.url
     monkeypatch.setenv("LOOP_ROUTER_URL", url)  # nothing listens there any more
     defs = build_stage_defs()
-    with dg.DagsterInstance.ephemeral() as instance:
+    with ephemeral_instance() as instance:
         result = tick(defs, "champion_reload_sensor", sensor_context(instance, defs, cursor=None))
     assert isinstance(result, dg.SkipReason)  # no cursor: asked again on the next tick
     assert result.skip_message.startswith(f"router did not reload loop-candidate v1 (asked again next tick): POST {url}/admin/reload: ConnectError")
 
     monkeypatch.delenv("LOOP_ROUTER_URL")
     defs = build_stage_defs()
-    with dg.DagsterInstance.ephemeral() as instance:
+    with ephemeral_instance() as instance:
         assert skip_message(tick(defs, "champion_reload_sensor", sensor_context(instance, defs))) == (
             "no router to tell: LOOP_ROUTER_URL is not set"
         )
@@ -325,8 +328,9 @@ def test_a_failed_run_is_recorded_with_its_reason(loop_home, tmp_path, monkeypat
             sensor_name="run_failure_sensor", dagster_event=failure.dagster_event, dagster_instance=instance,
             dagster_run=instance.get_run_by_id(result.run_id), resources={"storage": defs.resources["storage"]},
         ).for_run_failure()
-        sensor(context)
-        sensor(context)  # a second line is appended, the first kept
+        with context:
+            sensor(context)
+            sensor(context)  # a second line is appended, the first kept
     finally:
         instance.dispose()
     lines = (LoopSettings().paths.warehouse / FAILURES_FILE).read_text(encoding="utf-8").splitlines()
@@ -371,3 +375,70 @@ def test_default_automation_sensor_runs_on_a_fresh_instance_and_requests_eager_s
         assert evaluated.get_requested_partitions(dg.AssetKey("trace_signals")) == {day}
     finally:
         instance.dispose()
+
+
+# -- the loop closing itself ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_scheduled_retrain_promotes_and_the_router_reloads_it(loop_home, tmp_path, monkeypatch):
+    """nightly_retrain's request run as a real retrain_job run: a tiny model trained through Pipes,
+    evaluated, promoted; champion_reload_sensor's tick makes the running router serve it."""
+    import mlflow  # noqa: F401  (imported before the router's thread does)
+
+    from loop_pipeline.core.registry import CHAMPION
+    from loop_pipeline_tests.defs.automation_support import write_train_config
+    from loop_pipeline_tests.tiny_models import build_tiny_model
+    from loop_pipeline_tests.toy_intents import toy_corpus
+
+    monkeypatch.setenv("LOOP_CONFIG_DIR", str(write_toy_configs(tmp_path / "configs")))
+    model = build_tiny_model(tmp_path / "tiny-llama", toy_corpus(), vocab_size=300)
+    monkeypatch.setenv("LOOP_TRAIN_CONFIG", str(write_train_config(tmp_path, model)))
+    simulate_toy_day(tmp_path, DAY, traces=700)
+    tracking = LoopSettings().tracking()
+    tracking.client().search_registered_models()  # the store's tables exist before two threads open it
+    with serve_in_thread(create_replay_app(default_output="frontier says hi")) as frontier:
+        settings = router_settings(tmp_path, frontier, load_champion=True, tracking_uri=tracking.tracking_uri,
+                                   artifact_root=tracking.artifact_root, poll_interval_s=3600.0, api_keys_sha256=[ADMIN_DIGEST],
+                                   device="cpu")
+        with running_router(settings) as server:
+            monkeypatch.setenv("LOOP_ROUTER_URL", server.url)
+            monkeypatch.setenv("LOOP_ROUTER_ADMIN_KEY", ADMIN_KEY)
+            instance = open_instance()
+            try:
+                materialize_ingest(instance=instance)
+                defs = build_stage_defs()
+                schedule = defs.get_schedule_def("nightly_retrain")
+                request = evaluate_schedule(schedule, schedule_context(instance, defs, NIGHT)).run_requests[0]
+                run = defs.get_job_def("retrain_job").execute_in_process(
+                    run_config=request.run_config, instance=instance, tags=request.tags
+                )
+                assert run.success
+                tags = instance.get_run_by_id(run.run_id).tags
+                assert tags["loop/champion"] == "loop-candidate v1" and "loop/blocked_by" not in tags
+                assert tags["loop/trigger"] == "nightly_retrain"
+                champion = tracking.client().get_model_version_by_alias("loop-candidate", CHAMPION)
+                assert str(champion.version) == "1"
+                # Every stage ran as its own asset run on this instance, in graph order.
+                for asset in ("trace_signals", "quality_model", "scored_traces", "score_thresholds", "training_datasets",
+                              "lora_adapter", "holdout_eval", "registered_model"):
+                    assert instance.get_latest_materialization_event(dg.AssetKey(asset)) is not None, asset
+
+                # The router has not looked (its poll is an hour away) until the sensor tells it.
+                assert _served(server) is None
+                result = tick(defs, "champion_reload_sensor", sensor_context(instance, defs))
+                assert result.cursor == "1" and _served(server) == "1"
+                answer = httpx.post(f"{server.url}/v1/chat/completions", headers={"authorization": f"Bearer {ADMIN_KEY}"},
+                                    json={"model": "loop", "messages": [{"role": "user", "content": "w1 refund w2"}],
+                                          "metadata": {"task_type": "classification"}}, timeout=60)
+                assert answer.status_code == 200, answer.text
+
+                # Nothing landed since: the next night skips; no new curated data: the sensor too.
+                skipped = evaluate_schedule(schedule, schedule_context(instance, defs, NIGHT + dt.timedelta(days=1)))
+                assert skipped.skip_message.startswith(f"no day landed since the last retrain (run {run.run_id} at ")
+                version = read_result(defs, "training_datasets", DatasetVersion).version
+                assert skip_message(tick(defs, "retrain_sensor", sensor_context(instance, defs))) == (
+                    f"not enough new data: classification 0/200 (new curated examples since dataset {version}, the last one trained on)"
+                )
+            finally:
+                instance.dispose()
