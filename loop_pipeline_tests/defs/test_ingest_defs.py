@@ -240,8 +240,14 @@ def test_definitions_snapshot_and_light_imports():
             "training_datasets:training_datasets_holdout_disjoint_from_train",
             "training_datasets:training_datasets_label_shares_within_bounds",
         ],
-        "jobs": ["ingest_job"],
-        "sensors": ["landing_files_sensor"],
+        "jobs": ["ingest_job", "retrain_job"],
+        "sensors": [
+            "champion_reload_sensor",
+            "default_automation_condition_sensor",
+            "landing_files_sensor",
+            "retrain_sensor",
+            "run_failure_sensor",
+        ],
         "heavy": [],
     }
 
