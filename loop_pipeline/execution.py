@@ -11,6 +11,7 @@ the downstream steps of a single run.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -115,6 +116,46 @@ def _run_config(base: Mapping[str, Any], op_config: Mapping[str, Any], keys: Ite
     return {**base, **({"ops": ops} if ops else {})}
 
 
+# Each run records the process that executes it, so a later command can tell a run whose process
+# was killed (SIGKILL, a lost machine) from one still going: a dead run would otherwise hold its
+# pool slot (the `gpu` pool has one) and block every later training or evaluation.
+PID_TAG, HOST_TAG = "loop/pid", "loop/host"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_runs(instance: dg.DagsterInstance, say: Progress = _quiet) -> list[str]:
+    """Mark failed the runs this host started whose process is gone, and free the pool slots
+    (claimed or pending) that ended runs still hold; returns the runs marked failed."""
+    from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+
+    host = socket.gethostname()
+    reaped = []
+    live = RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING], tags={HOST_TAG: host})
+    for run in instance.get_runs(live):
+        pid = run.tags.get(PID_TAG)
+        if pid and pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            instance.report_run_failed(run, f"its process {pid} on {host} is gone (killed?): marked failed by a later run")
+            reaped.append(run.run_id)
+            say(f"run {run.run_id} of a killed process {pid} marked failed")
+    storage = instance.event_log_storage
+    for key in storage.get_concurrency_keys():
+        info = storage.get_concurrency_info(key)
+        for step in [*info.claimed_slots, *info.pending_steps]:
+            run = instance.get_run_by_id(step.run_id)
+            if run is None or run.is_finished:
+                storage.free_concurrency_slot_for_step(step.run_id, step.step_key)
+    return reaped
+
+
 def _blocking_failures(graph, step: StepRun) -> dict[str, str]:
     failed = {}
     for evaluation in step.result.get_asset_check_evaluations():
@@ -150,6 +191,8 @@ def execute(
     everything = [*defs.assets, *defs.asset_checks]
     graph = defs.resolve_asset_graph()
     execution = Execution()
+    reap_dead_runs(instance)
+    tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     for keys, partitioned in plan(defs, selection):
         if partitioned and not days:
             raise RuntimeError(f"{', '.join(k.to_user_string() for k in keys)}: no partitions to run")
@@ -164,6 +207,7 @@ def execute(
                 instance=instance,
                 resources=defs.resources,
                 run_config=_run_config(loud, op_config or {}, keys),
+                tags=tags,
                 raise_on_error=False,
             )
             step = StepRun(keys, day, result)
