@@ -377,6 +377,30 @@ def test_default_automation_sensor_runs_on_a_fresh_instance_and_requests_eager_s
         instance.dispose()
 
 
+def test_late_data_for_an_older_day_is_rescored_too(loop_home, tmp_path, monkeypatch):
+    """Not only the newest day: a day within the feedback lookback whose data changed is re-scored
+    (Dagster's own eager() would look at the latest partition only)."""
+    import datetime as dt
+
+    monkeypatch.setenv("LOOP_CONFIG_DIR", str(write_toy_configs(tmp_path / "configs")))
+    defs = build_stage_defs()
+    older = (dt.date.fromisoformat(latest_day()) - dt.timedelta(days=2)).isoformat()
+    simulate_toy_day(tmp_path, older, traces=60)
+    instance = open_instance()
+    try:
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        days = [(dt.date.fromisoformat(older) + dt.timedelta(days=k)).isoformat() for k in range(3)]
+        assert days[-1] == latest_day()
+        materialize_ingest(days, instance=instance)  # the older day and the feedback days after it
+        evaluated = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+        requested = evaluated.get_requested_partitions(dg.AssetKey("trace_signals"))
+        assert older in requested and older != latest_day(), requested
+        too_old = (dt.date.fromisoformat(latest_day()) - dt.timedelta(days=30)).isoformat()
+        assert too_old not in evaluated.get_requested_partitions(dg.AssetKey("trace_signals"))
+    finally:
+        instance.dispose()
+
+
 # -- the loop closing itself ---------------------------------------------------------------------
 
 

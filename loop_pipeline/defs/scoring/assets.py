@@ -27,6 +27,19 @@ warnings.filterwarnings("ignore", message="Parameter `allow_nonexistent_upstream
 _EAGER = dg.AutomationCondition.eager()
 
 
+def late_feedback_eager(lookback_days: int) -> dg.AutomationCondition:
+    """Dagster's ``eager()`` over every day late feedback can still change, not only the newest
+    (which is all ``eager()`` looks at): feedback landing on day D + k (k <= lookback) re-scores D."""
+    AC = dg.AutomationCondition
+    return (
+        AC.in_latest_time_window(dt.timedelta(days=lookback_days + 1))
+        & (AC.newly_missing() | AC.any_deps_updated()).since_last_handled()
+        & ~AC.any_deps_missing()
+        & ~AC.any_deps_in_progress()
+        & ~AC.in_progress()
+    ).with_label(f"eager over the last {lookback_days + 1} days")
+
+
 class MlflowLoggingConfig(dg.Config):
     """Run config of the assets that log to MLflow (``--no-mlflow`` on the CLI turns it off)."""
 
@@ -55,7 +68,7 @@ def build_trace_signals(lookback_days: int) -> dg.AssetsDefinition:
                 ),
             ),
         ],
-        automation_condition=_EAGER,
+        automation_condition=late_feedback_eager(lookback_days),
         kinds={"polars", "parquet"},
         description="One row per trace of the day: user actions, flags, judge score, heuristics and the "
         f"human review outcome, from feedback that landed up to {lookback_days} days later.",
@@ -128,7 +141,6 @@ def quality_model(context: dg.AssetExecutionContext, storage: LoopStorage, confi
     partitions_def=daily_partitions,
     group_name=SCORING_GROUP,
     deps=[TRACE_SIGNALS, QUALITY_MODEL],
-    automation_condition=_EAGER,
     kinds={"polars", "parquet"},
     description="trace_signals with p_good (calibrated; the human review outcome where there is "
     "one), p_good_signals (signals only) and vetoed (explicit negative feedback).",
