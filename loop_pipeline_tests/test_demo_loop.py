@@ -41,7 +41,7 @@ def _toy_loop_home(tmp_path: Path, monkeypatch) -> Path:
 def test_the_demo_closes_the_loop(loop_home, tmp_path, monkeypatch):
     _toy_loop_home(tmp_path, monkeypatch)
     lines: list[str] = []
-    summary = run_demo(days=1, traces_per_day=800, seed=0, progress=lines.append, domains=None)
+    summary = run_demo(days=1, traces_per_day=800, seed=0, progress=lines.append, domains=None, frontier_error_rate=None)
     text = "\n".join(lines)
     assert summary["evaluation"]["registered"] is not None, text
     loop = summary["loop"]

@@ -222,6 +222,10 @@ def demo(
     ),
     train: bool = typer.Option(True, "--train/--no-train", help="Fine-tune SmolLM2-135M on the dataset (CPU: ~10 min)."),
     train_max_steps: Optional[int] = typer.Option(None, help="Cap the training steps of each round (default: the train config's)."),
+    frontier_error_rate: Optional[float] = typer.Option(
+        0.0, min=0.0, max=1.0,
+        help="Share of calls the simulated frontier gets wrong (configs/simulate.yaml: 0.05; at 0.01 and above no threshold certified 95% agreement on the demo's holdout, see docs/metrics.md).",
+    ),
     close_loop: bool = typer.Option(
         True, "--close-loop/--no-close-loop",
         help="After round one: serve the champion through the router, replay a fresh day with users' feedback, run round two, print loop report.",
@@ -243,6 +247,7 @@ def demo(
             train=train,
             train_max_steps=train_max_steps,
             close_loop=close_loop,
+            frontier_error_rate=frontier_error_rate,
         )
     )
 
