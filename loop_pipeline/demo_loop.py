@@ -89,6 +89,7 @@ def _ingest_new_days(settings: LoopSettings, say: Progress) -> list[str]:
 
 
 def _round_two(settings: LoopSettings, op_config: dict[str, Any], clock: StepClock, say: Progress) -> dict[str, Any]:
+    clock.start("round 2: ingest")
     days = _ingest_new_days(settings, say)
     defs = build_stage_defs(settings)
     every_day = defs.resources["storage"].table_partitions("raw_traces")

@@ -74,6 +74,6 @@ def test_the_demo_closes_the_loop(loop_home, tmp_path, monkeypatch):
     assert served and all(r["simulated_gold"] is not None for r in served)
     assert Path(report["plot"]).is_file()
     # Every step was timed, and the demo said so as it went.
-    assert {"simulate", "router + replay (round 1)", "router + replay (round 2)", "report"} <= set(summary["step_seconds"])
+    assert {"simulate", "router + replay (round 1)", "round 2: ingest", "router + replay (round 2)", "report"} <= set(summary["step_seconds"])
     for heading in ("[7/10]", "[8/10]", "[9/10]", "[10/10]", "round 2: ", "loop report"):
         assert heading in text
