@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from loop_pipeline.cli import app
 from loop_pipeline.core.contracts import TrainedAdapter
 from loop_pipeline.core.evaluation import EvalConfig, RegisteredModel
-from loop_pipeline.core.evaluation.gate import GateDecision, GatePart, GateParts
+from loop_pipeline.core.evaluation.gate import GateDecision, GatePart
 from loop_pipeline.core.report import EXPERIMENT, REPLAY_TABLE
 from loop_pipeline.core.storage import write_parquet_atomic
 from loop_pipeline.defs.datasets.assets import TRAINING_DATASETS
