@@ -151,6 +151,26 @@ def test_gate_lists_every_failing_reason():
     assert len(decision.failing_reasons()) == 3
 
 
+def test_gate_refuses_a_candidate_that_serves_less_than_the_champion():
+    """Same agreement, no paired regression, but less coverage at the target on the same holdout."""
+    from loop_pipeline.core.evaluation import PairedComparison
+
+    def paired(candidate_coverage: float, champion_coverage: float, config: EvalConfig) -> PairedComparison:
+        return PairedComparison(
+            regression=False, paired_n=600, candidate_agreement=0.925, champion_agreement=0.930, champion_only_right=16,
+            candidate_only_right=13, p_value=0.36, candidate_coverage=candidate_coverage, champion_coverage=champion_coverage,
+            coverage_regression=candidate_coverage < champion_coverage - config.max_coverage_drop,
+        )
+
+    config = EvalConfig()
+    report = _report(0.9, 0.8, CERTIFIED)
+    refused = gate_decision(report, config, paired(0.826, 0.940, config), _checks(**PASSED_CHECKS), TRAINED)
+    assert refused.promote is False and not refused.parts.no_regression.passed
+    assert "candidate 0.826 vs champion 0.940 (serves less max_coverage_drop 0.02)" in refused.parts.no_regression.reasons[1]
+    within = gate_decision(report, config, paired(0.925, 0.940, config), _checks(**PASSED_CHECKS), TRAINED)
+    assert within.promote is True and "(within max_coverage_drop 0.02)" in within.parts.no_regression.reasons[1]
+
+
 def test_gate_passes_a_certified_threshold_by_the_first_champion_rule_and_refuses_low_coverage():
     passed = gate_decision(_report(0.9, 0.8, CERTIFIED), EvalConfig(), None, _checks(**PASSED_CHECKS), TRAINED)
     assert passed.promote is True

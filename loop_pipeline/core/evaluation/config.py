@@ -31,6 +31,9 @@ class EvalConfig(ConfigModel):
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     summary_threshold: float = Field(default=0.5, ge=0, le=1)  # ROUGE-L F1 at or above which two summaries agree
     regression_alpha: float = Field(default=0.05, gt=0, lt=1)  # paired test vs the champion: refuse when p < alpha
+    # Refuse a candidate that serves less of the in-scope test requests at the target than the
+    # champion does on the same holdout, by more than this (both certified the same way).
+    max_coverage_drop: float = Field(default=0.02, ge=0, le=1)
     # USD per hour of the machine serving the small model, per device kind (`cpu`, or the GPU's name
     # lower-cased with spaces as dashes, e.g. `nvidia-h100-80gb-hbm3`): the longest key that is a
     # prefix of the evaluating device's kind prices it; a device with no matching key is an error.

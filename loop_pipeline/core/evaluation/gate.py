@@ -29,6 +29,10 @@ class PairedComparison(StageResult):
     p_value: float
     regression: bool
     champion_version: Optional[str] = None
+    # Coverage at the target on the same holdout, each model with its own certified thresholds.
+    candidate_coverage: Optional[float] = None
+    champion_coverage: Optional[float] = None
+    coverage_regression: bool = False
 
 
 class DatasetChecks(StageResult):
@@ -127,14 +131,18 @@ def _regression_part(regression: PairedComparison | None, target: GatePart, conf
         met = "met" if target.passed else "not met (see target_at_min_coverage)"
         return GatePart(passed=target.passed, reasons=[f"no champion yet; first-champion rule: {first_champion_rule(config)}: {met}"])
     r = regression
-    return GatePart(
-        passed=not r.regression,
-        reasons=[
-            f"paired on {r.paired_n} holdout requests: candidate agreement {r.candidate_agreement:.3f} "
-            f"vs champion {r.champion_agreement:.3f} ({r.champion_only_right} only the champion got right, "
-            f"{r.candidate_only_right} only the candidate; sign test p={r.p_value:.4f})"
-        ],
-    )
+    reasons = [
+        f"paired on {r.paired_n} holdout requests: candidate agreement {r.candidate_agreement:.3f} "
+        f"vs champion {r.champion_agreement:.3f} ({r.champion_only_right} only the champion got right, "
+        f"{r.candidate_only_right} only the candidate; sign test p={r.p_value:.4f})"
+    ]
+    if r.candidate_coverage is not None and r.champion_coverage is not None:
+        verdict = "serves less" if r.coverage_regression else "within"
+        reasons.append(
+            f"coverage at the target on the same holdout: candidate {r.candidate_coverage:.3f} vs champion "
+            f"{r.champion_coverage:.3f} ({verdict} max_coverage_drop {config.max_coverage_drop:.2f})"
+        )
+    return GatePart(passed=not r.regression and not r.coverage_regression, reasons=reasons)
 
 
 def _dataset_part(checks: DatasetChecks) -> GatePart:

@@ -150,8 +150,13 @@ def _compare_with_champion(
         return None
     incumbent = champion(client, config.model_name, version)
     say(f"paired comparison with the champion, {incumbent.label}")
-    comparison = paired_regression(candidate.per_example, run(incumbent).per_example, config.regression_alpha)
-    return comparison.model_copy(update={"champion_version": version})
+    evaluated = run(incumbent)
+    comparison = paired_regression(candidate.per_example, evaluated.per_example, config.regression_alpha)
+    mine, theirs = candidate.report.coverage, evaluated.report.coverage
+    return comparison.model_copy(update={
+        "champion_version": version, "candidate_coverage": mine, "champion_coverage": theirs,
+        "coverage_regression": mine < theirs - config.max_coverage_drop,
+    })
 
 
 def _say_results(say: Progress, outcome: EvaluationOutcome) -> None:
