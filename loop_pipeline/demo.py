@@ -1,6 +1,7 @@
-"""`loop demo`: simulate a week of CLINC150 traffic, then materialize the whole asset graph on it
+"""`loop demo`: simulate two weeks of CLINC150 traffic, then materialize the whole asset graph on it
 (ingest, scoring, datasets and, with ``train``, training, evaluation and registration) as one plan
-on the LOOP_HOME instance, printing each stage as it starts and what it found."""
+on the LOOP_HOME instance, printing each stage as it starts and what it found; then close the loop
+(``demo_loop``: the router, a replayed day with feedback, round two, ``loop report``)."""
 
 from __future__ import annotations
 
