@@ -74,21 +74,11 @@ class DemoInstance:
         return env
 
 
-def _tiny_train_config(configs: Path, model: Path) -> Path:
+def tiny_train_config(configs: Path, model: Path) -> Path:
     """A train config for the tiny model (the asset sets data.version_dir, output_dir and tracking)."""
-    raw = {
-        "model": {"base": str(model), "dtype": "float32"},
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
-        "sft": {"max_steps": 300, "per_device_train_batch_size": 16, "learning_rate": 5e-3, "max_length": 64, "seed": 0,
-                "logging_steps": 50},
-        "negatives": {"stage": "none"},
-        "data": {"version_dir": "latest", "system_prompt": "drop"},
-        "export": {"merged": True, "merged_dtype": "float32"},
-        "output_dir": str(configs.parent / "runs" / "tiny"),
-    }
-    path = configs / "train" / "browser-tiny.yaml"
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
+    from loop_pipeline_tests.tiny_models import write_tiny_train_config
+
+    return write_tiny_train_config(configs / "train" / "browser-tiny.yaml", model, configs.parent / "runs" / "tiny")
 
 
 def build_demo_instance(root: Path) -> DemoInstance:
@@ -108,7 +98,7 @@ def build_demo_instance(root: Path) -> DemoInstance:
     write_toy_configs(configs)
     evaluation_yaml = configs / "evaluation.yaml"
     evaluation_yaml.write_text(yaml.safe_dump({**yaml.safe_load(evaluation_yaml.read_text()), "max_new_tokens": MAX_NEW_TOKENS}))
-    train_yaml = _tiny_train_config(configs, build_tiny_model(root / "tiny-llama", toy_corpus(), vocab_size=300))
+    train_yaml = tiny_train_config(configs, build_tiny_model(root / "tiny-llama", toy_corpus(), vocab_size=300))
 
     data = root / "toy.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in toy_rows(0, 3000)))

@@ -15,7 +15,7 @@ import yaml
 from loop_pipeline.core.report import REPLAY_COLUMNS
 from loop_pipeline.demo import run_demo
 from loop_pipeline.settings import LoopSettings
-from loop_pipeline_tests.browser_support import MAX_NEW_TOKENS, _tiny_train_config
+from loop_pipeline_tests.browser_support import MAX_NEW_TOKENS, tiny_train_config
 from loop_pipeline_tests.tiny_models import build_tiny_model
 from loop_pipeline_tests.toy_intents import toy_corpus, toy_rows, write_toy_configs
 
@@ -32,7 +32,7 @@ def _toy_loop_home(tmp_path: Path, monkeypatch) -> Path:
     raw = yaml.safe_load(simulate.read_text())
     raw.update({"dataset": "labeled", "input_path": str(data), "frontier_error_rate": 0.0, "human_review_rate": 0.3})
     simulate.write_text(yaml.safe_dump(raw))
-    train = _tiny_train_config(configs, build_tiny_model(tmp_path / "tiny-llama", toy_corpus(), vocab_size=300))
+    train = tiny_train_config(configs, build_tiny_model(tmp_path / "tiny-llama", toy_corpus(), vocab_size=300))
     monkeypatch.setenv("LOOP_TRAIN_CONFIG", str(train))
     return configs
 

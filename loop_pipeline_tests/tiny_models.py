@@ -78,3 +78,23 @@ def build_tiny_model(
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)
     return folder
+
+
+def write_tiny_train_config(path: Path, model: Path, output_dir: Path, steps: int = 300, seed: int = 0) -> Path:
+    """A train config that teaches a tiny model the toy intents (what lora_adapter trains with when
+    LOOP_TRAIN_CONFIG names it; the asset fills data.version_dir and the run folder)."""
+    import yaml
+
+    raw = {
+        "model": {"base": str(model), "dtype": "float32"},
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
+        "sft": {"max_steps": steps, "per_device_train_batch_size": 16, "learning_rate": 5e-3, "max_length": 64, "seed": seed,
+                "logging_steps": 50},
+        "negatives": {"stage": "none"},
+        "data": {"version_dir": "latest", "system_prompt": "drop"},
+        "export": {"merged": True, "merged_dtype": "float32"},
+        "output_dir": str(output_dir),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path

@@ -144,7 +144,7 @@ def load_base_model(base: str, dtype):
 
 
 # keep: the app's prompt as sent; drop: without its system turns (a chat template may then add its
-# own default system turn: SmolLM2's adds ~17 tokens); none: no system text at all (one empty system
+# own default system turn: SmolLM2's is 21 tokens, an empty one 5); none: no system text at all (one empty system
 # turn, which keeps such a template from adding its default).
 PROMPT_TRANSFORMS = ("keep", "drop", "none")
 PromptTransform = Literal["keep", "drop", "none"]

@@ -277,12 +277,12 @@ def test_the_price_is_the_evaluating_devices():
 
 
 def test_frontier_cost_is_the_mean_over_the_holdouts_priced_traces():
-    from loop_pipeline.core.evaluation import frontier_cost_per_request
+    from loop_pipeline.core.evaluation import frontier_cost
 
     traces = pl.DataFrame({"trace_id": ["a", "b", "c", "d"], "cost_usd": [0.01, None, 0.03, 1.0], "model": ["x"] * 4})
-    assert frontier_cost_per_request(traces, pl.Series(["a", "b", "c"])) == pytest.approx(0.02)
+    assert frontier_cost(traces, pl.Series(["a", "b", "c"])).per_request == pytest.approx(0.02)
     with pytest.raises(ValueError, match="no frontier cost"):
-        frontier_cost_per_request(traces, pl.Series(["b"]))
+        frontier_cost(traces, pl.Series(["b"]))
 
 
 def _trained(tmp_path, merged: bool):

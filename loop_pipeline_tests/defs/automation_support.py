@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Iterator
 
 import dagster as dg
-import yaml
 
 from loop_pipeline.router.auth import key_digest
 from loop_pipeline.settings import LoopSettings
@@ -42,17 +41,10 @@ def simulate_toy_day(root: Path, day: str, traces: int, seed: int = 0) -> None:
 
 def write_train_config(folder: Path, model: Path, steps: int = 300) -> Path:
     """The tiny model's train config (what lora_adapter trains with when LOOP_TRAIN_CONFIG names it)."""
-    path = folder / "toy-train.yaml"
-    raw = {
-        "model": {"base": str(model), "dtype": "float32"},
-        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
-        "sft": {"max_steps": steps, "per_device_train_batch_size": 16, "learning_rate": 5e-3, "max_length": 64, "logging_steps": 50},
-        "data": {"version_dir": "latest", "system_prompt": "drop"},
-        "export": {"merged": True, "merged_dtype": "float32"},
-        "output_dir": str(folder / "runs" / "toy"),
-    }
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
+    from loop_pipeline_tests.tiny_models import write_tiny_train_config
+
+    # seed 42 (the train config's default): the retrain test's tiny model reaches the gate with it
+    return write_tiny_train_config(folder / "toy-train.yaml", model, folder / "runs" / "toy", steps, seed=42)
 
 
 def schedule_context(instance: dg.DagsterInstance, defs: dg.Definitions, when: dt.datetime) -> dg.ScheduleEvaluationContext:

@@ -15,7 +15,7 @@ Nothing here reads the environment or loads a config: callers pass them in.
 from loop_pipeline.core.evaluation.answers import evaluate_answers, split_of
 from loop_pipeline.core.evaluation.candidate import Candidate, champion_candidate, read_holdout
 from loop_pipeline.core.evaluation.config import EvalConfig
-from loop_pipeline.core.evaluation.cost import CostEstimate, FrontierCost, blended_cost, frontier_cost, frontier_cost_per_request, served_share
+from loop_pipeline.core.evaluation.cost import CostEstimate, FrontierCost, blended_cost, frontier_cost, served_share
 from loop_pipeline.core.evaluation.gate import GateDecision, GatePart, PairedComparison, gate_decision, paired_regression
 from loop_pipeline.core.evaluation.metrics import agrees, normalize_label, rouge_l_f1
 from loop_pipeline.core.evaluation.outcome import EvaluationOutcome, RegisteredModel, eval_summary
@@ -47,7 +47,6 @@ __all__ = [
     "evaluate_answers",
     "evaluate_candidate",
     "frontier_cost",
-    "frontier_cost_per_request",
     "gate_decision",
     "min_testable",
     "normalize_label",

@@ -103,7 +103,3 @@ def frontier_cost(traces: pl.DataFrame, trace_ids: pl.Series) -> FrontierCost:
         skipped_no_cost=frame.height - priced.height - skipped,
     )
 
-
-def frontier_cost_per_request(traces: pl.DataFrame, trace_ids: pl.Series) -> float:
-    """:func:`frontier_cost`'s mean alone."""
-    return frontier_cost(traces, trace_ids).per_request

@@ -77,27 +77,16 @@ class _Decoded(io.RawIOBase):
 
     def __init__(self, raw: BinaryIO):
         head = _read_exactly(raw, 3)
-        self._source: BinaryIO = raw
-        self._head = head
-        if head.startswith(_UTF8_BOM):
-            self._head = b""
-        else:
-            for mark, encoding in _UTF16_BOMS.items():
-                if head.startswith(mark):
-                    rest = head[len(mark) :]
-                    self._source = _Transcoder(_Prefixed(rest, raw), encoding)  # type: ignore[assignment]
-                    self._head = b""
-                    break
+        self._source: BinaryIO = raw if head.startswith(_UTF8_BOM) else _Prefixed(head, raw)  # type: ignore[assignment]
+        for mark, encoding in _UTF16_BOMS.items():
+            if head.startswith(mark):
+                self._source = _Transcoder(_Prefixed(head[len(mark) :], raw), encoding)  # type: ignore[assignment]
+                break
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:  # type: ignore[override]
-        if self._head:
-            n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
         data = self._source.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
