@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
 
 import dagster as dg
 
@@ -130,8 +131,12 @@ def ingest_totals(partitions: list[dict[str, Any]]) -> dict[str, int]:
 DEMO_FRONTIER_ERROR_RATE = 0.0
 
 
-def simulation_overrides(days: int, traces_per_day: int, seed: int, domains, frontier_error_rate: float | None = None) -> dict[str, Any]:
-    overrides: dict[str, Any] = {"days": days, "traces_per_day": traces_per_day, "seed": seed}
+def simulation_overrides(days: int, traces_per_day: int, seed: int, domains, frontier_error_rate: float | None = None,
+                         source: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The simulator's config overrides: volume, seed, clinc150 ``domains``, the frontier's error
+    rate, and ``source``: other SimulationConfig fields (``dataset``, ``input_path``,
+    ``text_column``, ``label_column``) for traffic from another labeled dataset."""
+    overrides: dict[str, Any] = {"days": days, "traces_per_day": traces_per_day, "seed": seed, **(source or {})}
     if frontier_error_rate is not None:
         overrides["frontier_error_rate"] = frontier_error_rate
     if domains:
@@ -139,17 +144,76 @@ def simulation_overrides(days: int, traces_per_day: int, seed: int, domains, fro
     return overrides
 
 
+def describe_traffic(config) -> str:
+    """What a SimulationConfig simulates, in a few words."""
+    if config.dataset == "clinc150":
+        return f"CLINC150 calls ({', '.join(config.domains) + ' + out-of-scope' if config.domains else 'all domains'})"
+    return f"{config.dataset} calls from {config.input_path}"
+
+
 def simulate_landing(settings: LoopSettings, days: int, traces_per_day: int, seed: int, domains, say: Progress, heading: str = "",
-                     frontier_error_rate: float | None = None):
+                     frontier_error_rate: float | None = None, source: Mapping[str, Any] | None = None):
     from loop_pipeline.core.costs import PriceTable
     from loop_pipeline.sim import SimulationConfig, simulate
 
-    config = settings.load(SimulationConfig, simulation_overrides(days, traces_per_day, seed, domains, frontier_error_rate))
+    config = settings.load(SimulationConfig, simulation_overrides(days, traces_per_day, seed, domains, frontier_error_rate, source))
     landing = settings.paths.landing
-    scope = f"{', '.join(domains)} + out-of-scope" if domains else "all domains"
-    say(f"{heading}simulating {days} days x {traces_per_day} CLINC150 calls ({scope}), the frontier wrong on "
+    say(f"{heading}simulating {days} days x {traces_per_day} {describe_traffic(config)}, the frontier wrong on "
         f"{config.frontier_error_rate:.0%} of them, into {landing}")
     return simulate(config, landing, prices=settings.load(PriceTable), progress=say)
+
+
+@dataclass
+class RoundOne:
+    """Round one of the loop: simulated traffic through one plan of the asset graph."""
+
+    defs: dg.Definitions
+    execution: Execution
+    simulation: Any  # the simulator's summary
+    partitions: list[dict[str, Any]]  # ingest, per landing day
+    datasets: dict[str, Any]  # datasets_summary
+    promoted: bool  # the gate passed and registered_model ran
+
+
+def run_round_one(
+    settings: LoopSettings,
+    say: Progress,
+    clock: StepClock,
+    steps: int,
+    *,
+    days: int,
+    traces_per_day: int,
+    seed: int,
+    domains,
+    train: bool,
+    op_config: Mapping[str, Mapping[str, Any]],
+    frontier_error_rate: float | None,
+    source: Mapping[str, Any] | None = None,
+) -> RoundOne:
+    """Simulate traffic into the landing folder, then materialize ingest, scoring and datasets
+    and (``train``) training, evaluation and registration on it as one plan, with numbered stage
+    headings out of ``steps`` (the demo's round one; `loop bench economics`). Raises when the dataset
+    version is blocked and ``train``."""
+    with clock.step("simulate"):
+        simulation = simulate_landing(settings, days, traces_per_day, seed, domains, say, heading=f"[1/{steps}] ",
+                                      frontier_error_rate=frontier_error_rate, source=source)
+    defs = build_stage_defs(settings)
+    landed = landing_days(defs)
+    reporter = DemoReporter(defs, say, len(landed), steps, clock)
+    selection = INGEST | SCORING | DATASETS
+    if train:
+        selection = selection | TRAINING | EVALUATION | REGISTRATION
+    execution = execute(selection, partitions=landed, op_config=op_config, defs=defs, verbose={"holdout_eval"},
+                        on_start=reporter.start, on_step=reporter)
+    clock.stop()
+    partitions = ingest_summary(execution, reporter)
+    built = datasets_summary(execution)
+    if train and built["blocked_by"]:
+        raise RuntimeError(f"dataset version {built['version']} is blocked by {sorted(built['blocked_by'])}: not training on it")
+    promoted = bool(train and execution.for_asset("registered_model"))
+    if train and not promoted:
+        say("not promoted: the gate refused the candidate (see the failing checks above)")
+    return RoundOne(defs, execution, simulation, partitions, built, promoted)
 
 
 def run_demo(
@@ -175,33 +239,19 @@ def run_demo(
     steps = (10 if close_loop else 6) if train else 4
     clock = StepClock(say)
     say(f"LOOP_HOME={home.home}")
-    with clock.step("simulate"):
-        simulation = simulate_landing(settings, days, traces_per_day, seed, domains, say, heading=f"[1/{steps}] ",
-                                      frontier_error_rate=frontier_error_rate)
-    defs = build_stage_defs(settings)
-    landed = landing_days(defs)
-    reporter = DemoReporter(defs, say, len(landed), steps, clock)
-    selection = INGEST | SCORING | DATASETS
-    if train:
-        selection = selection | TRAINING | EVALUATION | REGISTRATION
     op_config = {"lora_adapter": {"max_steps": train_max_steps} if train_max_steps else {}}
-    execution = execute(selection, partitions=landed, op_config=op_config, defs=defs, verbose={"holdout_eval"},
-                        on_start=reporter.start, on_step=reporter)
-    clock.stop()
-    partitions = ingest_summary(execution, reporter)
-    built = datasets_summary(execution)
-    if train and built["blocked_by"]:
-        raise RuntimeError(f"dataset version {built['version']} is blocked by {sorted(built['blocked_by'])}: not training on it")
-    promoted = bool(train and execution.for_asset("registered_model"))
-    if train and not promoted:
-        say("not promoted: the gate refused the candidate (see the failing checks above)")
+    round_one = run_round_one(settings, say, clock, steps, days=days, traces_per_day=traces_per_day, seed=seed, domains=domains,
+                              train=train, op_config=op_config, frontier_error_rate=frontier_error_rate)
+    defs, execution, partitions, built, promoted = (
+        round_one.defs, round_one.execution, round_one.partitions, round_one.datasets, round_one.promoted
+    )
     scored = defs.resources["storage"].read_document("score_thresholds")
     summary: dict[str, Any] = {
         "demo": "ingest+scoring+datasets" + ("+training+evaluation" if train else "") + ("+router+round 2+report" if close_loop and promoted else ""),
         "training": training_summary(execution) if train else None,
         "evaluation": evaluation_summary(defs, execution) if train else None,
         "loop_home": str(home.home),
-        "simulation": simulation.to_dict(),
+        "simulation": round_one.simulation.to_dict(),
         "ingest": ingest_totals(partitions),
         "thresholds": scored["thresholds"],
         "comparison": scored["comparison"],

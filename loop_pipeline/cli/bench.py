@@ -1,5 +1,6 @@
 """Benchmark commands: bench ingest, bench datasets (each a ratio against a baseline in the same run),
-bench thresholds (the score-threshold procedure on many simulated weeks)."""
+bench thresholds (the score-threshold procedure on many simulated weeks), bench economics (one round of
+the loop on simulated traffic: coverage at target, accuracy against gold, cost, training speed)."""
 
 from __future__ import annotations
 
@@ -111,3 +112,53 @@ def bench_thresholds(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2, sort_keys=True, default=str), encoding="utf-8")
     emit({"benchmark": "thresholds", "seeds": seed_list, "totals": result["totals"], "json": str(json_out) if json_out else None})
+
+
+@bench_app.command("economics")
+def bench_economics(
+    dataset: str = typer.Option("clinc150", help="clinc150 (bundled) | labeled (--input FILE with a text and a label column)."),
+    domains: str = typer.Option("all", help="clinc150: comma-separated domains (e.g. banking,credit_cards,travel) or all."),
+    input_path: Optional[str] = typer.Option(None, "--input", help="labeled: a CSV, TSV, JSONL, JSON or Parquet file."),
+    text_column: Optional[str] = typer.Option(None, help="labeled: the text column (default: configs/simulate.yaml's, text)."),
+    label_column: Optional[str] = typer.Option(None, help="labeled: the label column (default: configs/simulate.yaml's, label)."),
+    days: int = typer.Option(14, min=1, help="Days of traffic to simulate."),
+    traces_per_day: int = typer.Option(1000, min=1, help="Calls per day."),
+    seed: int = typer.Option(0, min=0, help="Random seed of the simulator."),
+    frontier_error_rate: Optional[float] = typer.Option(
+        None, min=0.0, max=1.0, help="Share of calls the simulated frontier gets wrong (default: configs/simulate.yaml's, 0.05)."
+    ),
+    train_max_steps: Optional[int] = typer.Option(
+        None, min=1, help="Cap the training steps (a CPU run); the JSON says train_steps_capped and what an epoch needs."
+    ),
+    train_config: Optional[str] = typer.Option(
+        None, help="A train YAML, or a name under configs/train/ (default: smollm2-clinc, what lora_adapter trains with)."
+    ),
+    home: Optional[Path] = typer.Option(
+        None, help="A new or empty folder for this bench's LOOP_HOME (default: a fresh temporary folder; yours is not touched)."
+    ),
+    out: Optional[Path] = typer.Option(None, help="Also write the JSON to this file."),
+) -> None:
+    """One round of the loop on simulated traffic, measured: simulate, then ingest, scoring, datasets,
+    training, evaluation and registration as one Dagster plan; ends with one JSON line (coverage at the
+    agreement target per task type, out-of-scope escalated, routed vs all-frontier accuracy against the
+    simulator's gold, blended cost ratio, training time and tokens/s, holdout size). Progress on stderr."""
+    import json
+
+    from loop_pipeline.bench.economics import run_economics
+    from loop_pipeline.config import ConfigError
+
+    chosen = None if domains.strip() == "all" else tuple(d.strip() for d in domains.split(",") if d.strip())
+    try:
+        result = run_economics(
+            dataset=dataset, domains=chosen, input_path=input_path, text_column=text_column, label_column=label_column,
+            days=days, traces_per_day=traces_per_day, seed=seed, frontier_error_rate=frontier_error_rate,
+            train_max_steps=train_max_steps, train_config=train_config, home=home, progress=say,
+        )
+    except (ConfigError, ValueError, FileNotFoundError) as exc:  # a bad option, file, column or train config (ConfigError is a ValueError)
+        fail(str(exc))
+    except RuntimeError as exc:  # a failed run or a blocked dataset version: the run's own error
+        fail(str(exc), code=1)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    emit(result)
