@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping
 import polars as pl
 
 from loop_pipeline.core import scoring
+from loop_pipeline.core.storage import write_file_atomic
 from loop_pipeline.core.tracking import TrackingTarget, log_run
 
 
@@ -64,8 +65,8 @@ def plot_precision_volume(sweep: Mapping[str, Mapping[str, Any]], target: float,
         axis.set_ylim(max(0.0, min([target - 0.1] + lows)), 1.005)
         axis.legend(fontsize=6, loc="lower left")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    # Atomically: a reader (the asset's metadata, `--plot`) never finds half a PNG after a crash.
+    write_file_atomic(path, lambda temporary: figure.savefig(temporary, dpi=110, format=path.suffix.lstrip(".") or "png"))
     plt.close(figure)
     return path
 
