@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loop_pipeline.core.evaluation.report import EvalReport
+from loop_pipeline.core.storage import write_file_atomic
 
 # What the certified agreement is measured against (EvalConfig.certify_against), in words.
 AGAINST = {
@@ -33,7 +34,7 @@ def _coverage_plot(plt, report: EvalReport, path: Path) -> Path:
     ax.set_title(f"coverage vs agreement — {report.model}")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_file_atomic(path, lambda temporary: fig.savefig(temporary, dpi=100, format="png"))
     plt.close(fig)
     return path
 
@@ -47,7 +48,7 @@ def _confusions_plot(plt, report: EvalReport, path: Path) -> Path:
     ax.set_xlabel(f"disagreements ({expected} -> candidate)")
     ax.set_title("worst confusions")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_file_atomic(path, lambda temporary: fig.savefig(temporary, dpi=100, format="png"))
     plt.close(fig)
     return path
 

@@ -138,5 +138,6 @@ def log_evaluation(
             "training_run_id": str(training_run_id),
             "promote": str(promote),
         },
-        artifacts=sorted(folder.iterdir()),
+        # Dot-named files are temporaries of an atomic write (a killed run's), not the report.
+        artifacts=sorted(p for p in folder.iterdir() if not p.name.startswith(".")),
     )

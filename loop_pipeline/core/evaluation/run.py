@@ -31,6 +31,7 @@ from loop_pipeline.core.evaluation.outcome import EvaluationOutcome
 from loop_pipeline.core.evaluation.plots import save_plots
 from loop_pipeline.core.evaluation.report import EvalReport, Throughput, log_evaluation
 from loop_pipeline.core.models import device_kind, generate_as_served, load_for_inference, prepare_prompt
+from loop_pipeline.core.storage import write_bytes_atomic, write_parquet_atomic
 from loop_pipeline.core.tasks import TasksConfig
 from loop_pipeline.core.tracking import TrackingTarget
 
@@ -214,13 +215,13 @@ def run_evaluation(
     decision = gate_decision(evaluation.report, config, regression, dataset_checks, trained_tasks)
     output_dir.mkdir(parents=True, exist_ok=True)
     plots = save_plots(evaluation.report, output_dir)
-    evaluation.per_example.write_parquet(output_dir / "per_example.parquet")
+    write_parquet_atomic(output_dir / "per_example.parquet", evaluation.per_example)
     outcome = EvaluationOutcome(
         report=evaluation.report, decision=decision, regression=regression, candidate=candidate, trained=trained,
         from_lineage=from_lineage, report_dir=str(output_dir), plots=[str(p) for p in plots],
     )
     report_json = json.dumps(outcome.model_dump(mode="json", exclude={"mlflow_run_id"}), indent=2)
-    (output_dir / "report.json").write_text(report_json + "\n", encoding="utf-8")
+    write_bytes_atomic(output_dir / "report.json", (report_json + "\n").encode("utf-8"))
     training_run_id = trained.mlflow_run_id if from_lineage else None
     run_id = log_evaluation(tracking, evaluation.report, decision.promote, output_dir, training_run_id)
     outcome = outcome.model_copy(update={"mlflow_run_id": run_id})
