@@ -137,6 +137,16 @@ def _check_registrable(outcome: EvaluationOutcome) -> str:
     return outcome.trained.mlflow_run_id
 
 
+def _registered_before(client, name: str, run_id: str, tags: dict[str, str]) -> tuple[str | None, str | None]:
+    """(version, source) of a version of this training run already registered with these very tags
+    (the same evaluation: its run id is one of them) that is not the champion: what a registration
+    killed after creating the version left. Reused, so a rerun does not register the run twice."""
+    for existing in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+        if dict(existing.tags).items() >= tags.items():
+            return str(existing.version), existing.source
+    return None, None
+
+
 def register_and_promote(
     outcome: EvaluationOutcome, tracking: TrackingTarget, config: EvalConfig, tasks: TasksConfig
 ) -> RegisteredModel:
@@ -158,9 +168,12 @@ def register_and_promote(
         "system_prompt": spec.system_prompt, "max_new_tokens": spec.max_new_tokens, "dtype": spec.dtype,
         "batch_size": config.batch_size,
     }
-    logged = _serving_model(outcome, client, run_id, model_config)
     tags = _version_tags(outcome, spec)
-    version = register_version(client, config.model_name, logged.artifact_location, run_id, tags, model_id=logged.model_id)
+    version, source = _registered_before(client, config.model_name, run_id, tags)
+    if version is None:
+        logged = _serving_model(outcome, client, run_id, model_config)
+        version = register_version(client, config.model_name, logged.artifact_location, run_id, tags, model_id=logged.model_id)
+        source = logged.artifact_location
     report = outcome.report
     reason = (
         f"gate passed: coverage {report.coverage:.1%} at {report.target_agreement:.0%} agreement, "
@@ -168,4 +181,4 @@ def register_and_promote(
         f"{report.throughput.device_kind} (dataset {report.dataset_version})"
     )
     move = promote(client, config.model_name, version, reason)
-    return RegisteredModel(**move.to_dict(), unchanged=False, source=logged.artifact_location, tags=tags)
+    return RegisteredModel(**move.to_dict(), unchanged=False, source=source, tags=tags)
