@@ -8,10 +8,14 @@ has filled all of it already.
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import json
+import os
 import sys
+import threading
+import time
 from typing import Sequence
 
 from loop_pipeline.config import ConfigError
@@ -21,11 +25,34 @@ from loop_pipeline.core.training.result import PIPES_CONFIG_EXTRA, PIPES_RESULT_
 from loop_pipeline.core.training.run import main
 
 
+def stop_with_launcher(poll_s: float = 1.0, grace_s: float = 30.0) -> None:
+    """Stop training when the process that launched this one dies (SIGKILL, a lost worker) instead
+    of running on as an orphan that holds the CPU or GPU while a retry starts another trainer.
+
+    The main thread gets a KeyboardInterrupt (the MLflow run is marked FAILED on its way out); one
+    that does not get back to Python within ``grace_s`` exits. Nothing to watch when the parent is
+    a container's init (a Kubernetes pod: the pod ends with its job)."""
+    launcher = os.getppid()
+    if launcher <= 1:
+        return
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(poll_s)
+        print(f"the process that launched this trainer ({launcher}) is gone: stopping the training", file=sys.stderr, flush=True)
+        _thread.interrupt_main()
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+
+
 def run_under_pipes() -> int:
     """Launched by the ``lora_adapter`` asset: config from the Pipes extras, progress to the
     Dagster event log, the result back as a Pipes custom message (the asset records it)."""
     from dagster_pipes import open_dagster_pipes
 
+    stop_with_launcher()
     with open_dagster_pipes() as pipes:
         config = TrainConfig.from_mapping(pipes.get_extra(PIPES_CONFIG_EXTRA), source="train config (Pipes extras)")
         with contextlib.redirect_stdout(sys.stderr):
