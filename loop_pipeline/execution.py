@@ -156,6 +156,37 @@ def reap_dead_runs(instance: dg.DagsterInstance, say: Progress = _quiet) -> list
     return reaped
 
 
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """What the instance's storage raises when its database cannot be reached (after Dagster's own retries)."""
+    import sqlalchemy.exc
+
+    errors: list[type[BaseException]] = [sqlalchemy.exc.OperationalError]
+    try:
+        from dagster_postgres.utils import DagsterPostgresException
+    except ImportError:  # no PostgreSQL support installed: SQLite only
+        return tuple(errors)
+    return (*errors, DagsterPostgresException)
+
+
+def _storage_description(instance: dg.DagsterInstance) -> str:
+    """Where the instance keeps its runs, without credentials: ``PostgreSQL host:port/db`` or the storage's class."""
+    from urllib.parse import urlsplit
+
+    storage = instance.run_storage
+    url = getattr(storage, "postgres_url", None)
+    if url:
+        parts = urlsplit(url)
+        return f"PostgreSQL {parts.hostname}:{parts.port or 5432}{parts.path}"
+    return type(storage).__name__
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def _blocking_failures(graph, step: StepRun) -> dict[str, str]:
     failed = {}
     for evaluation in step.result.get_asset_check_evaluations():
@@ -200,21 +231,28 @@ def execute(
         for day in days if partitioned else [None]:
             if on_start:
                 on_start(keys, day)
-            result = dg.materialize(
-                everything,
-                selection=dg.AssetSelection.assets(*keys),
-                partition_key=day,
-                instance=instance,
-                resources=defs.resources,
-                run_config=_run_config(loud, op_config or {}, keys),
-                tags=tags,
-                raise_on_error=False,
-            )
+            names = ", ".join(k.to_user_string() for k in keys) + (f" [{day}]" if day else "")
+            try:
+                result = dg.materialize(
+                    everything,
+                    selection=dg.AssetSelection.assets(*keys),
+                    partition_key=day,
+                    instance=instance,
+                    resources=defs.resources,
+                    run_config=_run_config(loud, op_config or {}, keys),
+                    tags=tags,
+                    raise_on_error=False,
+                )
+            except _storage_errors() as exc:
+                # The run could not even be recorded as failed; the next `execute` marks it failed (its process is gone).
+                raise RuntimeError(
+                    f"{names}: the Dagster instance's storage ({_storage_description(instance)}) failed during the run: "
+                    f"{_root_cause(exc)}. Run the same command again once it is reachable."
+                ) from exc
             step = StepRun(keys, day, result)
             blocked = _blocking_failures(graph, step)
             if not result.success and not blocked:
-                names = ", ".join(k.to_user_string() for k in keys)
-                raise RuntimeError(f"{names}{f' [{day}]' if day else ''} failed (run {result.run_id}): {run_failure(result)}")
+                raise RuntimeError(f"{names} failed (run {result.run_id}): {run_failure(result)}")
             execution.steps.append(step)
             execution.blocked_by.update(blocked)
             if on_step:
