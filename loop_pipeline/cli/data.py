@@ -114,18 +114,23 @@ def ingest_command(
     if not sources:
         fail(f"no .jsonl, .ndjson, .json or .parquet files under {', '.join(paths_in)}")
     settings = LoopSettings()
+    target = out or settings.paths.home / "ingested"
     try:
         config, prices = settings.load(IngestConfig), settings.load(PriceTable)
-        result = ingest(sources, config, prices, progress=say, source_format=source_format, batch_inputs=batch_sources)
+        # The rows wait beside the output (on its disk, not in memory) until they are written.
+        result = ingest(
+            sources, config, prices, progress=say, source_format=source_format, batch_inputs=batch_sources,
+            spill_dir=target.parent,
+        )
     except ConfigError as exc:
         fail(str(exc))
-    summary = result.summary()
-    unreadable = summary["quarantined_by_reason"].get("unreadable_file", 0)
-    readable = [s for s in sources if not s.unsupported]  # unsupported files are listed, never read
-    if unreadable == len(readable):
-        fail(f"none of the {len(readable)} file(s) could be read; see the quarantine reasons above")
-    target = out or settings.paths.home / "ingested"
-    summary = write_result(result, target)
+    with result:
+        summary = result.summary()
+        unreadable = summary["quarantined_by_reason"].get("unreadable_file", 0)
+        readable = [s for s in sources if not s.unsupported]  # unsupported files are listed, never read
+        if unreadable == len(readable):
+            fail(f"none of the {len(readable)} file(s) could be read; see the quarantine reasons above")
+        summary = write_result(result, target)
     say(f"wrote {target}")
     emit(summary)
 

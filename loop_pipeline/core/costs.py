@@ -51,9 +51,12 @@ class PriceTable(ConfigModel):
             },
             schema={"model": pl.String, "_in_price": pl.Float64, "_out_price": pl.Float64},
         )
+        # Times 1e-6, not over 1e6: polars divides a column by a literal as a multiplication by its
+        # reciprocal, but a one-row column by a true division, so `/ 1e6` made the last bit of a
+        # cost depend on how the rows were chunked.
         computed = (
             pl.col("input_tokens") * pl.col("_in_price") + pl.col("output_tokens") * pl.col("_out_price")
-        ) / 1e6
+        ) * 1e-6
         needs = pl.col("cost_usd").is_null() & computed.is_not_null()
         return (
             frame.join(table, on="model", how="left", maintain_order="left")

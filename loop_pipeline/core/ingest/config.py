@@ -18,6 +18,9 @@ class IngestConfig(ConfigModel):
     # A native JSONL file (plain, .gz or .zst) is read, decoded and checked this many bytes of
     # whole lines at a time: memory follows the batch, not the file. Results do not depend on it.
     read_batch_bytes: int = Field(default=8 << 20, ge=1, strict=True)
+    # The end of a run (repeated ids, costs, schema checks) reads the spilled rows back this many
+    # at a time: memory follows it, not the day. Results do not depend on it.
+    finalize_batch_rows: int = Field(default=200_000, ge=1, strict=True)
     # A JSON document (a Langfuse or MLflow export, not JSONL) is parsed whole: this bounds it.
     max_document_bytes: int = Field(default=256 << 20, ge=1, strict=True)
     # OpenAI's Batch API bills half the synchronous price; computed batch costs use this factor.

@@ -11,12 +11,18 @@ Each file is read in its own format (``source_format``: ``auto`` detects it per 
 JSONL / Parquet records, or one of the adapters in :mod:`loop_pipeline.core.ingest.formats`.
 Feedback a foreign format attaches to a whole trace or session is given to that trace's (session's)
 last LLM call once every file of the run is read.
+
+Memory follows a batch, not the day: each batch's candidate and quarantine rows are written to
+the run's spill folder (:mod:`.spill`, ``spill_dir``) as soon as they are checked, and the end of
+the run (:mod:`.finalize`: repeated ids, costs, schemas) reads them back a chunk at a time; the
+result's tables stay on disk until it is closed.
 """
 
 from __future__ import annotations
 
 import io
 from collections import Counter
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import polars as pl
@@ -34,20 +40,24 @@ from loop_pipeline.core.ingest.formats import (
     read_format,
 )
 from loop_pipeline.core.ingest.formats.detect import HEAD_BYTES
+from loop_pipeline.core.ingest.finalize import finalize_kind, finalize_quarantine
 from loop_pipeline.core.ingest.lines import UnreadableFileError
-from loop_pipeline.core.ingest.quarantine import QUARANTINE_SCHEMA, as_quarantine, deduplicate, unreadable_row
+from loop_pipeline.core.ingest.quarantine import QUARANTINE_SCHEMA, as_quarantine, unreadable_row
 from loop_pipeline.core.ingest.result import RECORD_KINDS, IngestResult, KindCounts
 from loop_pipeline.core.ingest.scopes import call_scopes, resolve_scopes
 from loop_pipeline.core.ingest.sources import SourceFile, detect_record_kind, is_ingestible, read_source
+from loop_pipeline.core.ingest.spill import SpillFolder
 from loop_pipeline.core.ingest.stream import line_batches, needs_stream, open_stream, read_all, read_head
+from loop_pipeline.schemas import empty_frame
 from loop_pipeline.schemas.feedback import FEEDBACK_COLUMNS, FeedbackSchema
-from loop_pipeline.schemas.quarantine import QUARANTINE_COLUMNS, QuarantineSchema
 from loop_pipeline.schemas.traces import TRACE_COLUMNS, TraceSchema
 
 # resources/storage.py imports is_ingestible from here.
 __all__ = ["ingest", "is_ingestible"]
 
 _FAILED = pl.col("_reason").is_not_null()
+# Every spilled part of a group has the same column types (what concatenating them used to give).
+_CANDIDATE_SCHEMAS = {"trace": empty_frame(TraceSchema).schema, "feedback": empty_frame(FeedbackSchema).schema}
 
 
 def ingest(
@@ -57,19 +67,28 @@ def ingest(
     progress: Callable[[str], None] | None = None,
     source_format: str = "auto",
     batch_inputs: Sequence[str] = (),
+    spill_dir: str | Path | None = None,
 ) -> IngestResult:
     """Read every source in its format (``auto``: detected per file) into one result.
 
     ``prices`` fill the cost of calls whose source has none. ``batch_inputs`` are OpenAI Batch
     input files (local paths or fsspec URLs) whose request lines are joined to batch output lines
     by ``custom_id``; input files lying beside an output file are joined without being named.
+    ``spill_dir``: where the run's temporary folder goes (default: the system's temporary
+    directory); put it on the output's disk. Close the result (or use it in a ``with`` block)
+    to delete its tables.
     """
     if source_format not in FORMAT_CHOICES:
         raise ValueError(f"unknown source format {source_format!r}; one of {', '.join(FORMAT_CHOICES)}")
-    run = _IngestRun(config, prices, BatchRequests(batch_inputs), progress or (lambda _: None))
-    for source in sources:
-        run.read(source, source.source_format or source_format)
-    return run.result()
+    spill = SpillFolder(spill_dir)
+    try:
+        run = _IngestRun(config, prices, BatchRequests(batch_inputs), progress or (lambda _: None), spill)
+        for source in sources:
+            run.read(source, source.source_format or source_format)
+        return run.result()
+    except BaseException:
+        spill.close()
+        raise
 
 
 def _read_parquet(data: str | bytes) -> pl.DataFrame:
@@ -85,15 +104,17 @@ def _per_kind(counts: dict[str, int]) -> dict[str, int]:
 
 
 class _IngestRun:
-    """The files of one run read one by one; :meth:`result` deduplicates, validates and counts."""
+    """The files of one run read one by one, their rows spilled; :meth:`result` deduplicates,
+    validates and counts."""
 
-    def __init__(self, config: IngestConfig, prices: PriceTable, batch: BatchRequests, progress: Callable[[str], None]):
+    def __init__(
+        self, config: IngestConfig, prices: PriceTable, batch: BatchRequests, progress: Callable[[str], None], spill: SpillFolder
+    ):
         self.config = config
         self.prices = prices
         self.batch = batch
         self.progress = progress
-        self.candidates: dict[str, list[pl.DataFrame]] = {kind: [] for kind in RECORD_KINDS}
-        self.quarantine_parts: list[pl.DataFrame] = []
+        self.spill = spill
         self.records_in = {kind: 0 for kind in RECORD_KINDS}
         self.skipped: Counter = Counter()
         self.unreadable: list[dict[str, Any]] = []
@@ -186,11 +207,17 @@ class _IngestRun:
         frame = frame.with_columns(
             pl.lit(_native_label(source.is_parquet)).alias("source_format"), pl.lit(source.name).alias("source_file")
         )
-        self.quarantine_parts.append(as_quarantine(frame.filter(_FAILED), kind))
+        self._add_quarantine(as_quarantine(frame.filter(_FAILED), kind))
         # The raw line is only needed for quarantine: dropping it before the copy that filtering
         # makes keeps peak memory near one copy of the decoded rows.
         columns = TRACE_COLUMNS if kind == "trace" else FEEDBACK_COLUMNS
-        self.candidates[kind].append(frame.lazy().filter(~_FAILED).select(columns).collect())
+        self._add_candidates(kind, frame.lazy().filter(~_FAILED).select(columns).collect())
+
+    def _add_candidates(self, kind: str, frame: pl.DataFrame) -> None:
+        self.spill.add(f"candidates-{kind}", frame.cast(_CANDIDATE_SCHEMAS[kind]))
+
+    def _add_quarantine(self, frame: pl.DataFrame) -> None:
+        self.spill.add("quarantine", frame.cast(QUARANTINE_SCHEMA))
 
     def _native_done(self, source: SourceFile, kind: str, error: Exception | None = None) -> None:
         """The native file's entry; a file that broke while being read adds one unreadable record."""
@@ -214,9 +241,9 @@ class _IngestRun:
         self.stats.append({"file": source.name, "format": fmt, "lines": output.lines, "records_in": file_records, "skipped": skipped})
         labels = (pl.lit(fmt).alias("source_format"), pl.lit(source.name).alias("source_file"))
         traces = output.traces.with_columns(*labels)
-        self.quarantine_parts.append(as_quarantine(traces.filter(_FAILED), "trace"))
+        self._add_quarantine(as_quarantine(traces.filter(_FAILED), "trace"))
         self.scopes.append(call_scopes(traces))
-        self.candidates["trace"].append(traces.lazy().filter(~_FAILED).select(TRACE_COLUMNS).collect())
+        self._add_candidates("trace", traces.lazy().filter(~_FAILED).select(TRACE_COLUMNS).collect())
         self.pending_feedback.append(output.feedback.with_columns(*labels))
         self.progress(
             f"read {source.name} ({fmt}): {file_records['trace']} trace and {file_records['feedback']} "
@@ -226,26 +253,25 @@ class _IngestRun:
     # -- the result ----------------------------------------------------------------------------
 
     def result(self) -> IngestResult:
+        """Repeated ids resolved, costs filled and schemas checked, chunk by chunk (:mod:`.finalize`);
+        the quarantine in read order, then unreadable files, then conflicting copies."""
         self._attach_foreign_feedback()
         counts = self._counts_before_validation()
-        valid: dict[str, pl.DataFrame] = {}
-        for kind in RECORD_KINDS:
-            good, conflicts, duplicates = deduplicate(self.candidates.pop(kind), kind)
+        chunk_rows = self.config.finalize_batch_rows
+        rows_by_format: dict[str, dict[str, int]] = {}
+        for kind, table in (("trace", "traces"), ("feedback", "feedback")):
+            formats, duplicates = finalize_kind(self.spill, kind, self.prices, chunk_rows)
             counts[kind].duplicates = duplicates
-            self.quarantine_parts.append(conflicts)
-            valid[kind] = good
-        traces = TraceSchema.validate(self.prices.fill_costs(valid["trace"]).select(TRACE_COLUMNS))
-        feedback = FeedbackSchema.validate(valid["feedback"].select(FEEDBACK_COLUMNS))
-        quarantine = QuarantineSchema.validate(
-            pl.concat(self.quarantine_parts, how="vertical_relaxed").select(QUARANTINE_COLUMNS)
-        )
-        counts["trace"].valid = traces.height
-        counts["feedback"].valid = feedback.height
-        by_kind_reason = quarantine.group_by("record_kind", "reason").len().sort("record_kind", "reason")
-        for kind, reason, n in by_kind_reason.iter_rows():
+            counts[kind].valid = sum(formats.values())
+            rows_by_format[table] = dict(formats)
+        reasons, formats = finalize_quarantine(self.spill, chunk_rows)
+        rows_by_format["quarantine"] = dict(formats)
+        for (kind, reason), n in sorted(reasons.items()):
             counts[kind].quarantined += n
             counts[kind].quarantined_by_reason[reason] = n
-        return IngestResult(traces, feedback, quarantine, counts, self.files, self.stats, self.unsupported)
+        groups = {"traces": "valid-trace", "feedback": "valid-feedback", "quarantine": "valid-quarantine"}
+        parts = {table: self.spill.parts(group) for table, group in groups.items()}
+        return IngestResult(parts, counts, self.files, self.stats, self.unsupported, rows_by_format, self.spill)
 
     def _attach_foreign_feedback(self) -> None:
         """Foreign feedback, its trace resolved now that every file's calls are known."""
@@ -253,8 +279,8 @@ class _IngestRun:
             return
         pending = pl.concat(self.pending_feedback, how="diagonal_relaxed")
         feedback = native.type_feedback(resolve_scopes(pending, self.scopes))
-        self.quarantine_parts.append(as_quarantine(feedback.filter(_FAILED), "feedback"))
-        self.candidates["feedback"].append(feedback.filter(~_FAILED).select(FEEDBACK_COLUMNS))
+        self._add_quarantine(as_quarantine(feedback.filter(_FAILED), "feedback"))
+        self._add_candidates("feedback", feedback.filter(~_FAILED).select(FEEDBACK_COLUMNS))
 
     def _counts_before_validation(self) -> dict[str, KindCounts]:
         """Records in and skipped per kind; an unreadable file is one (quarantined) record."""
@@ -263,7 +289,7 @@ class _IngestRun:
             counts[kind].skipped += n
             counts[kind].skipped_by_reason[reason] = counts[kind].skipped_by_reason.get(reason, 0) + n
         if self.unreadable:
-            self.quarantine_parts.append(pl.DataFrame(self.unreadable, schema=QUARANTINE_SCHEMA))
+            self._add_quarantine(pl.DataFrame(self.unreadable, schema=QUARANTINE_SCHEMA))
             for row in self.unreadable:
                 counts[row["record_kind"]].records_in += 1
         return counts

@@ -1,14 +1,29 @@
 """What an ingest run produced: canonical traces and feedback, quarantine, and the counts that
-account for every record (``records_in = valid + duplicates + quarantined + skipped``)."""
+account for every record (``records_in = valid + duplicates + quarantined + skipped``).
+
+The three tables are Parquet parts in the run's spill folder (:mod:`.spill`), not frames in
+memory: :meth:`IngestResult.scan` reads one lazily (what the writers stream from), the
+``traces`` / ``feedback`` / ``quarantine`` properties read one whole. :meth:`IngestResult.close`
+(or leaving a ``with`` block, or the result being garbage collected) deletes them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from loop_pipeline.core.ingest.spill import SpillFolder
+from loop_pipeline.schemas import empty_frame
+from loop_pipeline.schemas.feedback import FeedbackSchema
+from loop_pipeline.schemas.quarantine import QuarantineSchema
+from loop_pipeline.schemas.traces import TraceSchema
+
 RECORD_KINDS = ("trace", "feedback")
+TABLES = ("traces", "feedback", "quarantine")
+_SCHEMAS = {"traces": TraceSchema, "feedback": FeedbackSchema, "quarantine": QuarantineSchema}
 
 
 @dataclass
@@ -46,9 +61,8 @@ class KindCounts:
 
 @dataclass
 class IngestResult:
-    traces: pl.DataFrame
-    feedback: pl.DataFrame
-    quarantine: pl.DataFrame
+    # Per table (``traces``, ``feedback``, ``quarantine``): its Parquet parts, in row order.
+    parts: dict[str, list[Path]]
     counts: dict[str, KindCounts]
     files: list[str]
     # Per file: name, format, non-blank lines (rows for Parquet), records in per kind, skipped.
@@ -56,6 +70,57 @@ class IngestResult:
     # Files found beside the ingested ones that ingest does not read: file, reason
     # (``unsupported_file``) and size in bytes.
     unsupported: list[dict[str, Any]] = field(default_factory=list)
+    # Per table, rows per source format (counted as the tables were written).
+    rows_by_format: dict[str, dict[str, int]] = field(default_factory=dict)
+    spill: SpillFolder | None = None
+
+    # -- the tables ------------------------------------------------------------------------------
+
+    def scan(self, table: str) -> pl.LazyFrame:
+        """``traces``, ``feedback`` or ``quarantine`` as a LazyFrame over its parts (row order kept)."""
+        parts = self._parts(table)
+        return pl.scan_parquet(parts) if parts else empty_frame(_SCHEMAS[table]).lazy()
+
+    def read(self, table: str) -> pl.DataFrame:
+        """The whole table in memory (for small results; the writers stream from :meth:`scan`)."""
+        parts = self._parts(table)
+        return pl.read_parquet(parts) if parts else empty_frame(_SCHEMAS[table])
+
+    def height(self, table: str) -> int:
+        self._parts(table)
+        return sum(self.rows_by_format.get(table, {}).values())
+
+    @property
+    def traces(self) -> pl.DataFrame:
+        return self.read("traces")
+
+    @property
+    def feedback(self) -> pl.DataFrame:
+        return self.read("feedback")
+
+    @property
+    def quarantine(self) -> pl.DataFrame:
+        return self.read("quarantine")
+
+    def _parts(self, table: str) -> list[Path]:
+        if table not in TABLES:
+            raise ValueError(f"unknown ingest table {table!r}; one of {', '.join(TABLES)}")
+        if self.spill is not None and self.spill.closed:
+            raise RuntimeError(f"this ingest result was closed: its tables (temporary files under {self.spill.root}) are gone")
+        return self.parts.get(table, [])
+
+    def close(self) -> None:
+        """Delete the tables' temporary files (the counts and summary stay usable)."""
+        if self.spill is not None:
+            self.spill.close()
+
+    def __enter__(self) -> "IngestResult":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- counts ----------------------------------------------------------------------------------
 
     def summary(self, include_sources: bool = False) -> dict[str, Any]:
         """Counts in total, per record kind and per source format; ``sources`` adds one entry per
@@ -87,7 +152,7 @@ class IngestResult:
             row["files"] += 1
             row["records_in"] += sum(source["records_in"].values())
             row["skipped"] += source["skipped"]
-        for table, key in ((self.traces, "traces"), (self.feedback, "feedback"), (self.quarantine, "quarantined")):
-            for name, n in table.group_by("source_format").len().iter_rows():
+        for table, key in (("traces", "traces"), ("feedback", "feedback"), ("quarantine", "quarantined")):
+            for name, n in self.rows_by_format.get(table, {}).items():
                 entry(name)[key] += n
         return dict(sorted(formats.items()))

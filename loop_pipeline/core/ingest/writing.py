@@ -10,17 +10,23 @@
 A quarantined record may have no readable time, so the quarantine is one file under the run's
 newest event day (``undated`` when no record of the run had a valid time). The folder is a
 warehouse the tables' readers (``LoopStorage(warehouse_dir=<out>)``) can open.
+
+The tables are streamed from the result's parts (polars' streaming engine, row order kept), so
+writing takes a bounded amount of memory whatever the day's size.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from loop_pipeline.core.ingest.result import IngestResult
-from loop_pipeline.core.storage import replace_directory, write_json_atomic, write_parquet_atomic
+from loop_pipeline.core.storage import replace_directory, write_json_atomic
 
 TRACES_TABLE = "raw_traces"
 FEEDBACK_TABLE = "feedback_events"
@@ -31,26 +37,49 @@ UNDATED = "undated"
 def write_result(result: IngestResult, out_dir: Path) -> dict[str, Any]:
     """Replace ``out_dir`` with this result (see the module docstring); returns the summary."""
     summary = result.summary(include_sources=True)
-    tables = ((TRACES_TABLE, result.traces), (FEEDBACK_TABLE, result.feedback))
+    tables = ((TRACES_TABLE, "traces"), (FEEDBACK_TABLE, "feedback"))
 
     def build(staging: Path) -> None:
         days: set[str] = set()
-        for table, frame in tables:
-            for day, part in _by_day(frame):
-                write_parquet_atomic(staging / table / f"{day}.parquet", part)
+        for table, name in tables:
+            for day, part in _by_day(result.scan(name)):
+                sink_parquet_atomic(staging / table / f"{day}.parquet", part)
                 days.add(day)
         quarantine_day = max(days) if days else UNDATED
-        write_parquet_atomic(staging / QUARANTINE_TABLE / f"{quarantine_day}.parquet", result.quarantine)
+        sink_parquet_atomic(staging / QUARANTINE_TABLE / f"{quarantine_day}.parquet", result.scan("quarantine"))
         write_json_atomic(staging / "summary.json", summary)
 
     replace_directory(Path(out_dir), build)
     return summary
 
 
-def _by_day(frame: pl.DataFrame) -> list[tuple[str, pl.DataFrame]]:
-    """(``YYYY-MM-DD``, rows of that UTC day) in day order."""
-    if frame.height == 0:
-        return []
-    day = pl.col("timestamp").dt.date()
-    days = frame.get_column("timestamp").dt.date().unique().sort().to_list()
-    return [(value.isoformat(), frame.filter(day == value)) for value in days]
+def sink_parquet_atomic(path: Path, frame: pl.LazyFrame) -> None:
+    """Stream ``frame`` into ``path``, swapped in whole: the same settings as
+    :func:`~loop_pipeline.core.storage.write_parquet_atomic` (zstd 3, statistics, no write time),
+    so the same rows give the same bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        frame.sink_parquet(temporary, compression="zstd", compression_level=3, statistics=True, maintain_order=True)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _by_day(frame: pl.LazyFrame) -> list[tuple[str, pl.LazyFrame]]:
+    """(``YYYY-MM-DD``, rows of that UTC day) in day order. The day is a timestamp range, so the
+    parts' row-group statistics let each day's pass skip the other days' rows."""
+    days = (
+        frame.select(pl.col("timestamp").dt.date().unique().sort())
+        .collect(engine="streaming")
+        .to_series()
+        .to_list()
+    )
+    if len(days) == 1:
+        return [(days[0].isoformat(), frame)]
+    out = []
+    for day in days:
+        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+        within = (pl.col("timestamp") >= start) & (pl.col("timestamp") < start + dt.timedelta(days=1))
+        out.append((day.isoformat(), frame.filter(within)))
+    return out

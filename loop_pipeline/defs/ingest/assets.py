@@ -9,6 +9,7 @@ import polars as pl
 
 from loop_pipeline.core.costs import PriceTable
 from loop_pipeline.core.ingest import IngestConfig, IngestResult, ingest
+from loop_pipeline.core.ingest.writing import sink_parquet_atomic
 from loop_pipeline.defs.partitions import daily_partitions
 from loop_pipeline.resources import LoopConfigs, LoopStorage
 
@@ -53,7 +54,20 @@ def landed_records(
     sources = storage.landing_sources(day)
     if not sources:
         context.log.warning(f"no landing files for {day} under {storage.landing_url}: writing empty tables")
-    result = ingest(sources, config, prices, progress=context.log.info)
+    # The run's rows wait on the warehouse's disk (not in memory) until the tables are written.
+    with ingest(sources, config, prices, progress=context.log.info, spill_dir=storage.warehouse_dir) as result:
+        yield from _write_tables(context, storage, configs, result, config, prices)
+
+
+def _write_tables(
+    context: dg.AssetExecutionContext,
+    storage: LoopStorage,
+    configs: LoopConfigs,
+    result: IngestResult,
+    config: IngestConfig,
+    prices: PriceTable,
+) -> Iterator[dg.MaterializeResult]:
+    day = context.partition_key
     summary = result.summary(include_sources=True)
     if result.unsupported:
         listed = ", ".join(f"{entry['file']} ({entry['bytes']} bytes)" for entry in result.unsupported)
@@ -65,15 +79,16 @@ def landed_records(
         f"{summary['duplicates']} duplicates, {summary['quarantined']} quarantined, {summary['skipped']} skipped ({formats})"
     )
     used = configs.metadata(config, prices)
-    tables = ((RAW_TRACES, result.traces, "trace"), (FEEDBACK_EVENTS, result.feedback, "feedback"))
-    for key, frame, kind in tables:
-        path = storage.write_table(key.path[-1], day, frame)
-        yield dg.MaterializeResult(asset_key=key, metadata={**_table_metadata(result, frame, kind, path), **used})
-    path = storage.write_table(QUARANTINED_RECORDS.path[-1], day, result.quarantine)
+    for key, table, kind in ((RAW_TRACES, "traces", "trace"), (FEEDBACK_EVENTS, "feedback", "feedback")):
+        path = storage.table_path(key.path[-1], day)
+        sink_parquet_atomic(path, result.scan(table))
+        yield dg.MaterializeResult(asset_key=key, metadata={**_table_metadata(result, table, kind, path), **used})
+    path = storage.table_path(QUARANTINED_RECORDS.path[-1], day)
+    sink_parquet_atomic(path, result.scan("quarantine"))
     yield dg.MaterializeResult(
         asset_key=QUARANTINED_RECORDS,
         metadata={
-            "dagster/row_count": result.quarantine.height,
+            "dagster/row_count": result.height("quarantine"),
             "path": dg.MetadataValue.path(str(path)),
             "quarantined_by_reason": dg.MetadataValue.json(summary["quarantined_by_reason"]),
             **used,
@@ -81,11 +96,12 @@ def landed_records(
     )
 
 
-def _table_metadata(result: IngestResult, frame: pl.DataFrame, kind: str, path: Path) -> dict[str, Any]:
+def _table_metadata(result: IngestResult, table: str, kind: str, path: Path) -> dict[str, Any]:
     """Rows, where they came from and what was held back, for raw_traces or feedback_events."""
     counts = result.counts[kind]
+    frame = result.scan(table)
     metadata: dict[str, Any] = {
-        "dagster/row_count": frame.height,
+        "dagster/row_count": result.height(table),
         "path": dg.MetadataValue.path(str(path)),
         "records_in": counts.records_in,
         "duplicates": counts.duplicates,
@@ -99,12 +115,12 @@ def _table_metadata(result: IngestResult, frame: pl.DataFrame, kind: str, path: 
     if kind == "trace":
         metadata["rows_by_task_type"] = dg.MetadataValue.json(_counts_by(frame, "task_type"))
         metadata["skipped_by_reason"] = dg.MetadataValue.json(counts.skipped_by_reason)
-        metadata["cost_usd"] = float(frame.get_column("cost_usd").sum() or 0.0)
+        metadata["cost_usd"] = float(frame.select(pl.col("cost_usd").sum()).collect(engine="streaming").item() or 0.0)
     else:
         metadata["rows_by_kind"] = dg.MetadataValue.json(_counts_by(frame, "kind"))
     return metadata
 
 
-def _counts_by(frame: pl.DataFrame, column: str) -> dict[str, int]:
-    grouped = frame.group_by(column).len().sort(column, nulls_last=True)
+def _counts_by(frame: pl.LazyFrame, column: str) -> dict[str, int]:
+    grouped = frame.group_by(column).len().collect(engine="streaming").sort(column, nulls_last=True)
     return {str(value): int(n) for value, n in grouped.iter_rows()}
