@@ -9,17 +9,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from loop_pipeline.core.dedup.config import DedupConfig
-from loop_pipeline.core.dedup.lsh import candidate_pairs, cross_candidate_pairs, verified
+from loop_pipeline.core.dedup.lsh import verified_cross_pairs, verified_pairs
 from loop_pipeline.core.dedup.minhash import signatures as minhash_signatures
 from loop_pipeline.core.dedup.normalize import normalize_text
 
 
 def _near_pairs(texts: pl.Series, config: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
     """Verified near-duplicate pairs among distinct non-null normalized texts (node indices)."""
-    signatures = minhash_signatures(texts, config)
-    lo, hi = candidate_pairs(signatures, config)
-    keep = verified(signatures, lo, hi, config)
-    return lo[keep], hi[keep]
+    return verified_pairs(minhash_signatures(texts, config), config)
 
 
 def _exact_groups(frame: pl.DataFrame, text_column: str) -> tuple[pl.DataFrame, pl.Series]:
@@ -167,9 +164,8 @@ def overlapping_ids(
     if has_left.any() and has_right.any():
         signatures = minhash_signatures(distinct.get_column("_norm"), config)
         # Texts on both sides are exact overlaps already: only left-only texts need a near match.
-        left_node, right_node = cross_candidate_pairs(signatures, has_left & ~has_right, has_right, config)
-        keep = verified(signatures, left_node, right_node, config)
-        flagged[left_node[keep]] = True
+        left_node, _ = verified_cross_pairs(signatures, has_left & ~has_right, has_right, config)
+        flagged[left_node] = True
     node = texts.join(distinct.select("_norm", "_node"), on="_norm", how="left", maintain_order="left")
     node = node.filter(pl.col("_left")).get_column("_node").fill_null(-1).to_numpy()
     is_flagged = (node >= 0) & flagged[np.maximum(node, 0)] if flagged.size else np.zeros(node.size, dtype=bool)
