@@ -188,6 +188,10 @@ def find_sensitive_expr(expr: pl.Expr, config: RedactionConfig) -> pl.Expr:
     return _mark(expr, config).str.contains(_ANY_MARKER).fill_null(False)
 
 
+# Rows redacted together (see redact_frame).
+_ROWS_PER_SLICE = 100_000
+
+
 def redact_frame(
     frame: pl.DataFrame,
     text_columns: Sequence[str],
@@ -229,11 +233,26 @@ def redact_frame(
         row_counts.append(pl.sum_horizontal(per_column).alias(count_names[kind]))
     finished = [_finish(pl.col(c), config).alias(c) for c in text_columns]
     finished += [on_content(c, lambda e: _finish(e, config)).alias(c) for c in message_columns]
-    # The streaming engine runs the (single-threaded per batch) string work on all cores.
-    result = frame.lazy().with_columns(marked).with_columns(row_counts).with_columns(finished).collect(engine="streaming")
-    totals = result.select(pl.col(name).sum() for name in count_names.values()).row(0)
-    counts = {kind: int(total or 0) for kind, total in zip(PLACEHOLDER_TYPES, totals)}
-    return result.drop(list(count_names.values())), counts
+    # The streaming engine runs the (single-threaded per batch) string work on all cores. Only the
+    # redacted columns go through it (the others stay where they are, not copied), a slice of
+    # rows at a time: memory holds the redacted columns plus one slice's intermediate texts.
+    columns = text_columns + message_columns
+    redacted: list[pl.DataFrame] = []
+    totals = dict.fromkeys(PLACEHOLDER_TYPES, 0)
+    for start in range(0, max(frame.height, 1), _ROWS_PER_SLICE):
+        result = (
+            frame.slice(start, _ROWS_PER_SLICE)
+            .lazy()
+            .select(columns)
+            .with_columns(marked)
+            .with_columns(row_counts)
+            .with_columns(finished)
+            .collect(engine="streaming")
+        )
+        for kind, total in zip(PLACEHOLDER_TYPES, result.select(pl.col(name).sum() for name in count_names.values()).row(0)):
+            totals[kind] += int(total or 0)
+        redacted.append(result.select(columns))
+    return frame.with_columns(pl.concat(redacted).get_columns()), totals
 
 
 def _check_columns(frame: pl.DataFrame, text_columns: list[str], message_columns: list[str]) -> None:

@@ -26,8 +26,8 @@ def config_hash(*configs: ConfigModel) -> str:
 
 
 def build_dataset_version(
-    scored: pl.DataFrame,
-    traces: pl.DataFrame,
+    scored: pl.DataFrame | pl.LazyFrame,
+    traces: pl.DataFrame | pl.LazyFrame,
     thresholds: Mapping[str, float | None],
     root: Path,
     *,
@@ -42,8 +42,9 @@ def build_dataset_version(
     build` prints. Returns version, created, paths, rows, counts, rows_by_route, router, redacted,
     dedup, mlflow_run_id (``router``: traces per route, local outputs left out unverified, the
     shadows' live agreement per task type; see :func:`~loop_pipeline.core.datasets.curate.curate_examples`)."""
+    Path(root).mkdir(parents=True, exist_ok=True)  # the curation's temporary file goes there too
     curation = curate_examples(
-        scored, traces, thresholds, read_assignments(root), config, redaction_config, dedup_config, progress
+        scored, traces, thresholds, read_assignments(root), config, redaction_config, dedup_config, progress, work_dir=root
     )
     datasets = build_datasets(curation.examples)
     by_route = counts_by_route(datasets, curation.examples)
@@ -51,7 +52,7 @@ def build_dataset_version(
         "thresholds": dict(thresholds),
         "config_hash": config_hash(config, redaction_config, dedup_config),
         "source_partitions": list(source_partitions),
-        "scored_traces": scored.height,
+        "scored_traces": scored.height if isinstance(scored, pl.DataFrame) else scored.select(pl.len()).collect().item(),
         "holdout_groups": int(curation.assignments.filter(pl.col("split") == "holdout").height),
         **curation.stats,
         "rows_by_route": by_route,

@@ -1,6 +1,7 @@
 """Datasets stage: scored traces -> one immutable, versioned set of sft / kto / dpo / holdout."""
 
 import dagster as dg
+import polars as pl
 
 from loop_pipeline.core import dedup, redaction, scoring
 from loop_pipeline.core.contracts import DatasetVersion
@@ -33,8 +34,9 @@ def training_datasets(
     redaction_config = configs.load(redaction.RedactionConfig)
     dedup_config = configs.load(dedup.DedupConfig)
     days = storage.table_partitions(SCORED_TRACES.path[-1])
-    scored = storage.read_partitions(SCORED_TRACES.path[-1])
-    traces = storage.read_partitions(RAW_TRACES.path[-1]).unique("trace_id", keep="first", maintain_order=True)
+    # Scans: curation reads only the columns it uses, and holds the rows once (core/datasets/curate.py).
+    scored = _scan_partitions(storage, SCORED_TRACES.path[-1])
+    traces = _scan_partitions(storage, RAW_TRACES.path[-1]).unique("trace_id", keep="first", maintain_order=True)
     # Per task type: its certified threshold, "acceptance" (the fallback) or None (keeps no output).
     thresholds = scoring.keep_rules(storage.read_document(SCORE_THRESHOLDS.path[-1])["thresholds"])
     summary = build_dataset_version(
@@ -76,3 +78,11 @@ def training_datasets(
             **configs.metadata(dataset_config, redaction_config, dedup_config),
         },
     )
+
+
+def _scan_partitions(storage: LoopStorage, table: str) -> pl.LazyFrame:
+    """Every materialized partition of ``table``, in day order, as one scan."""
+    paths = [storage.table_path(table, day) for day in storage.table_partitions(table)]
+    if not paths:
+        raise FileNotFoundError(f"{table} has no materialized partitions under {storage.warehouse_dir}")
+    return pl.scan_parquet(paths)
