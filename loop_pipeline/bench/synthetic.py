@@ -4,6 +4,7 @@ with vectorized polars expressions (a million lines in seconds), with broken lin
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import polars as pl
 
@@ -20,10 +21,11 @@ _LABELS = ["balance", "transfer", "card_declined", "routing", "freeze_account", 
            "credit_limit_change", "pay_bill", "bill_due", "interest_rate", "order_checks", "report_fraud"]
 
 
-def synthetic_trace_lines(rows: int, bad_rate: float, seed: int = 0, pii_every: int = 0) -> pl.Series:
+def synthetic_trace_lines(rows: int, bad_rate: float, seed: int = 0, pii_every: int = 0, first: int = 0) -> pl.Series:
     """``rows`` native trace lines; every ``1/bad_rate``-th one broken in one of four ways, and
-    every ``pii_every``-th user message carrying an email, a card number and an API key."""
-    index = pl.int_range(0, rows, dtype=pl.Int64, eager=True).alias("i")
+    every ``pii_every``-th user message carrying an email, a card number and an API key.
+    ``first``: the index of the first line (lines ``first`` .. ``first + rows - 1`` of one file)."""
+    index = pl.int_range(first, first + rows, dtype=pl.Int64, eager=True).alias("i")
     frame = pl.DataFrame(index)
     mix = (pl.col("i") * 2654435761 + seed) % 1_000_003
     words = pl.Series(_WORDS)
@@ -65,7 +67,7 @@ def synthetic_trace_lines(rows: int, bad_rate: float, seed: int = 0, pii_every: 
     if bad_rate <= 0:
         return lines
     every = max(int(round(1 / bad_rate)), 1)
-    position = pl.int_range(0, rows, dtype=pl.Int64, eager=True)
+    position = pl.int_range(first, first + rows, dtype=pl.Int64, eager=True)
     broken = (position % every) == (every - 1)
     variant = (position // every) % 4
     line = pl.col("line")
@@ -105,12 +107,13 @@ def _attribute(key: str, kind: str, value: pl.Expr) -> pl.Expr:
     return _concat('{"key":"', key, '","value":{"', kind, '":', literal, "}}")
 
 
-def synthetic_otlp_lines(rows: int, bad_rate: float = 0.0, seed: int = 0) -> pl.Series:
+def synthetic_otlp_lines(rows: int, bad_rate: float = 0.0, seed: int = 0, first: int = 0) -> pl.Series:
     """``rows`` OTLP/JSON export requests, one per line, each with one resource, one scope and one
     ``chat`` span (gen_ai.* attributes, input / output messages as JSON text with text parts);
     every 10th span carries a ``gen_ai.evaluation.result`` event. Every ``1/bad_rate``-th line is
-    broken in one of four ways (truncated, negative tokens, tokens as words, no span id)."""
-    index = pl.int_range(0, rows, dtype=pl.Int64, eager=True).alias("i")
+    broken in one of four ways (truncated, negative tokens, tokens as words, no span id).
+    ``first``: the index of the first line, as in :func:`synthetic_trace_lines`."""
+    index = pl.int_range(first, first + rows, dtype=pl.Int64, eager=True).alias("i")
     mix = (pl.col("i") * 2654435761 + seed) % 1_000_003
     words = pl.Series(_WORDS)
     user_text = pl.concat_str(
@@ -170,13 +173,13 @@ def synthetic_otlp_lines(rows: int, bad_rate: float = 0.0, seed: int = 0) -> pl.
         "]}]}]}",
     )
     lines = pl.DataFrame(index).select(line.alias("line")).to_series()
-    return _break_otlp_lines(lines, rows, bad_rate) if bad_rate > 0 else lines
+    return _break_otlp_lines(lines, first, rows, bad_rate) if bad_rate > 0 else lines
 
 
-def _break_otlp_lines(lines: pl.Series, rows: int, bad_rate: float) -> pl.Series:
+def _break_otlp_lines(lines: pl.Series, first: int, rows: int, bad_rate: float) -> pl.Series:
     """Every ``1/bad_rate``-th line broken: truncated, negative tokens, tokens as words, no span id."""
     every = max(int(round(1 / bad_rate)), 1)
-    position = pl.int_range(0, rows, dtype=pl.Int64, eager=True)
+    position = pl.int_range(first, first + rows, dtype=pl.Int64, eager=True)
     frame = pl.DataFrame({"line": lines, "broken": (position % every) == (every - 1), "variant": (position // every) % 4})
     text = pl.col("line")
     return frame.select(
@@ -195,3 +198,18 @@ def _break_otlp_lines(lines: pl.Series, rows: int, bad_rate: float) -> pl.Series
 
 def write_lines(lines: pl.Series, path: Path) -> None:
     pl.DataFrame({"line": lines}).write_csv(path, include_header=False, quote_style="never")
+
+
+# Lines generated and written at a time: ten million lines (about 7 GB) in bounded memory.
+GENERATE_CHUNK_ROWS = 250_000
+
+
+def write_synthetic(
+    path: Path, rows: int, generate: Callable[..., pl.Series], chunk_rows: int = GENERATE_CHUNK_ROWS, **options: object
+) -> None:
+    """``generate(n, first=..., **options)`` written chunk by chunk: the same file as writing
+    ``generate(rows, **options)`` at once."""
+    with open(path, "wb") as handle:
+        for first in range(0, rows, max(chunk_rows, 1)):
+            lines = generate(min(chunk_rows, rows - first), first=first, **options)
+            pl.DataFrame({"line": lines}).write_csv(handle, include_header=False, quote_style="never")
