@@ -437,6 +437,24 @@ def test_the_version_does_not_depend_on_the_order_of_the_input_rows(world, built
     assert summary["rows"] == built["rows"]
 
 
+def test_the_version_does_not_depend_on_slices_chunks_or_scans(world, built, tmp_path, monkeypatch):
+    from loop_pipeline.core.datasets import curate
+    from loop_pipeline.core.dedup import lsh
+
+    # Rows prepared (and redacted) 2,500 at a time, near-duplicate pairs verified 2,000 at a time,
+    # from Parquet scans (as training_datasets reads them): the same version as in one go.
+    monkeypatch.setattr(curate, "_SLICE_ROWS", 2500)
+    monkeypatch.setattr(lsh, "_PAIRS_PER_CHUNK", 2000)
+    world.scored.write_parquet(tmp_path / "scored.parquet")
+    world.traces.write_parquet(tmp_path / "traces.parquet")
+    scans = pl.scan_parquet(tmp_path / "scored.parquet"), pl.scan_parquet(tmp_path / "traces.parquet")
+    summary = build_dataset_version(*scans, world.thresholds, tmp_path / "datasets", source_partitions=world.days, **CONFIGS)
+    assert world.traces.height > 2 * 2500
+    for key in ("version", "rows", "counts", "redacted", "dedup", "router", "rows_by_route"):
+        assert summary[key] == built[key], key
+    assert sorted(p.name for p in (tmp_path / "datasets").iterdir()) == sorted([ASSIGNMENTS_FILE, summary["version"]])
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. New traffic, new version; the holdout only grows
 

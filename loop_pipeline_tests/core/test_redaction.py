@@ -350,6 +350,19 @@ def test_redact_frame_message_columns_keep_roles_order_and_nulls() -> None:
     assert counts == {"EMAIL": 2, "PHONE": 1, "CARD": 0, "IBAN": 0, "IP": 1, "SECRET": 1}
 
 
+def test_redact_frame_gives_the_same_rows_and_counts_a_slice_at_a_time(monkeypatch) -> None:
+    from loop_pipeline.core import redaction
+
+    frame = pl.DataFrame({"id": range(7), "t": MIXED + ["a@b.io x@y.io", "plain"], "m": [[{"role": "user", "content": "c@d.io"}]] * 7})
+    whole, whole_counts = redact_frame(frame, ["t"], ["m"], config=CONFIG)
+    monkeypatch.setattr(redaction, "_ROWS_PER_SLICE", 3)  # slices of 3, 3 and 1 rows
+    sliced, sliced_counts = redact_frame(frame, ["t"], ["m"], config=CONFIG)
+    assert sliced.equals(whole) and sliced.columns == frame.columns
+    assert sliced_counts == whole_counts and whole_counts["EMAIL"] == 1 + 2 + 7
+    empty, counts = redact_frame(frame.clear(), ["t"], ["m"], config=CONFIG)
+    assert empty.height == 0 and empty.schema == frame.schema and sum(counts.values()) == 0
+
+
 def test_extra_struct_fields_are_kept() -> None:
     dtype = pl.List(pl.Struct({"role": pl.String, "content": pl.String, "name": pl.String}))
     frame = pl.DataFrame({"m": [[{"role": "user", "content": "x@y.com", "name": "ann"}]]}, schema={"m": dtype})
