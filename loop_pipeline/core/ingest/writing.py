@@ -18,15 +18,13 @@ writing takes a bounded amount of memory whatever the day's size.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from loop_pipeline.core.ingest.result import IngestResult
-from loop_pipeline.core.storage import replace_directory, write_json_atomic
+from loop_pipeline.core.storage import replace_directory, write_file_atomic, write_json_atomic
 
 TRACES_TABLE = "raw_traces"
 FEEDBACK_TABLE = "feedback_events"
@@ -56,14 +54,12 @@ def write_result(result: IngestResult, out_dir: Path) -> dict[str, Any]:
 def sink_parquet_atomic(path: Path, frame: pl.LazyFrame) -> None:
     """Stream ``frame`` into ``path``, swapped in whole: the same settings as
     :func:`~loop_pipeline.core.storage.write_parquet_atomic` (zstd 3, statistics, no write time),
-    so the same rows give the same bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        frame.sink_parquet(temporary, compression="zstd", compression_level=3, statistics=True, maintain_order=True)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    so the same rows give the same bytes. Its temporary is named and swept like the other atomic
+    writes' (a killed run's is removed by the next write of the table)."""
+    write_file_atomic(
+        path,
+        lambda temporary: frame.sink_parquet(temporary, compression="zstd", compression_level=3, statistics=True, maintain_order=True),
+    )
 
 
 def _by_day(frame: pl.LazyFrame) -> list[tuple[str, pl.LazyFrame]]:
