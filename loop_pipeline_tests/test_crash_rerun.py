@@ -201,7 +201,7 @@ def test_scoring_killed_while_writing_the_threshold_plot(toy):
     toy.assert_killed_runs_failed()
 
 
-def test_datasets_killed_after_the_version_folder_appeared(toy):
+def test_datasets_killed_while_staging_then_after_the_version_folder_appeared(toy):
     toy.require("datasets")
     built = toy.run("datasets")
     root = toy.home / "datasets"
@@ -209,7 +209,11 @@ def test_datasets_killed_after_the_version_folder_appeared(toy):
     assert set(reference) == {f"{built['version']}/{n}" for n in ("sft.parquet", "kto.parquet", "dpo.parquet", "holdout.parquet", "README.md")} | {"holdout_groups.parquet"}
     shutil.rmtree(root)
 
-    # The version folder is in place; the holdout assignment beside it is not written yet.
+    # Killed while writing the version's first file in its staging folder: no version yet.
+    toy.kill("datasets", {"write": "/.staging"})
+    _assert_nothing_cut_short(root)
+    assert not (root / built["version"]).exists() and any(".staging" in p for p in hidden_leftovers(root))
+    # Killed again, the version folder in place but the holdout assignment beside it not written yet.
     toy.kill("datasets", {"call": ["os.rename", "os.replace"], "when": "after", "match": f"datasets/{built['version']}"})
     _assert_nothing_cut_short(root)
     assert not (root / "holdout_groups.parquet").exists()
@@ -217,7 +221,7 @@ def test_datasets_killed_after_the_version_folder_appeared(toy):
     rebuilt = toy.run("datasets")
     assert rebuilt["version"] == built["version"]
     assert snapshot(root) == reference  # the same version, byte for byte, and the same holdout groups
-    assert hidden_leftovers(root) == []
+    assert hidden_leftovers(root) == []  # the killed builds' staging and working folders are gone
     toy.assert_killed_runs_failed()
 
 

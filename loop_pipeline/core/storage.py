@@ -32,6 +32,13 @@ def temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{_owner()}.{uuid.uuid4().hex[:16]}.tmp")
 
 
+def temporary_directory_prefix(path: Path) -> str:
+    """The ``prefix`` that names a working folder like ``path``'s temporaries (create it with
+    ``tempfile.mkdtemp(prefix=..., suffix=".tmp", dir=path.parent)``): once its process is dead,
+    :func:`sweep_stale_temporaries` (``path``) removes it."""
+    return f".{Path(path).name}.{_owner()}."
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

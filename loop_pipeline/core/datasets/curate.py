@@ -22,6 +22,7 @@ from loop_pipeline.core import dedup, redaction, routes
 from loop_pipeline.core.datasets.config import DatasetConfig
 from loop_pipeline.core.datasets.split import assign_groups, group_key
 from loop_pipeline.core.scoring import keep_mask
+from loop_pipeline.core.storage import sweep_stale_temporaries, temporary_directory_prefix
 
 # The original output is a bad example when any of these is true (KTO's undesirable side).
 NEGATIVE_SIGNALS = ("rejected", "hallucination", "edited", "thumbs_down", "heuristic_failed")
@@ -291,7 +292,8 @@ def curate_examples(
     # The wide rows wait on disk (a slice at a time in memory); the decisions that need every
     # row (group keys, the holdout assignment, the router's figures, deduplication) read only the
     # columns they need.
-    with tempfile.TemporaryDirectory(prefix=".curate-", dir=work_dir) as name:
+    work = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
+    with tempfile.TemporaryDirectory(prefix=temporary_directory_prefix(work / "curate"), suffix=".tmp", dir=work) as name:
         folder = Path(name)
         rows, redacted = _prepared_rows(joined, thresholds, config, redaction_config, folder)
         del joined
@@ -307,6 +309,7 @@ def curate_examples(
         usable = _spill_usable(rows, group_keys, split, folder)
         del group_keys, split
         train, holdout, leaked = _deduplicated_splits(usable, dedup_config, stats)
+    sweep_stale_temporaries(work / "curate")  # the working folders of killed builds
     stats["train_excluded_near_holdout"] = leaked
     examples = pl.concat([train, holdout])
     stats["examples"] = examples.height

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import polars as pl
 
 from loop_pipeline.core.datasets.shape import DATASET_NAMES, counts_by_task
-from loop_pipeline.core.storage import write_parquet_atomic
+from loop_pipeline.core.storage import sweep_stale_temporaries, temporary_directory_prefix, write_parquet_atomic
 
 ASSIGNMENTS_FILE = "holdout_groups.parquet"
 
@@ -90,7 +90,7 @@ def write_version(
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+    staging = Path(tempfile.mkdtemp(prefix=temporary_directory_prefix(root / "staging"), suffix=".tmp", dir=root))
     try:
         files = []
         for name in DATASET_NAMES:
@@ -108,6 +108,7 @@ def write_version(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+    sweep_stale_temporaries(root / "staging")  # the staging folders of killed builds
     return version, {name: root / version / f"{name}.parquet" for name in DATASET_NAMES}, created
 
 
