@@ -29,12 +29,16 @@ CAP = 60  # the tiny train config says 300 steps
 @pytest.fixture
 def toy_configs(loop_home, tmp_path, monkeypatch) -> Path:
     """The project's configs sized for toy traffic (LOOP_CONFIG_DIR), reviewers on 30% of traces,
-    their reviews landing the same day (one landing day: fewer Dagster runs, a faster test)."""
+    their reviews landing the same day (one landing day: fewer Dagster runs, a faster test), one of
+    the toy's three labels held out as out-of-scope traffic."""
     configs = write_toy_configs(tmp_path / "configs")
     evaluation = configs / "evaluation.yaml"
     evaluation.write_text(yaml.safe_dump({**yaml.safe_load(evaluation.read_text()), "max_new_tokens": MAX_NEW_TOKENS}))
     simulate = configs / "simulate.yaml"
-    simulate.write_text(yaml.safe_dump({**yaml.safe_load(simulate.read_text()), "human_review_rate": 0.3, "review_delay_days": [0, 0]}))
+    changes = {"human_review_rate": 0.3, "review_delay_days": [0, 0], "out_of_scope_label_share": 0.34}
+    simulate.write_text(yaml.safe_dump({**yaml.safe_load(simulate.read_text()), **changes}))
+    datasets = configs / "datasets.yaml"  # two labels left in scope: one of them holds more than half
+    datasets.write_text(yaml.safe_dump({**yaml.safe_load(datasets.read_text()), "max_label_share": 0.8}))
     monkeypatch.setenv("LOOP_CONFIG_DIR", str(configs))
     return configs
 
@@ -91,6 +95,9 @@ def test_bench_economics_runs_the_loop_on_a_labeled_csv_and_says_training_was_ca
     assert task["target_agreement"] == figures["target_agreement"] == 0.95
     assert task["certified_against"] in ("reference", "frontier")
     assert 0.0 <= task["coverage_at_target"] <= 1.0
+    # One of the three labels is held out: its queries are out of scope, and the classification task
+    # escalates them (configs/tasks.yaml: escalation_labels), never counts them as served traffic.
+    assert task["out_of_scope_test_rows"] > 0 and 0.0 <= task["out_of_scope_escalated"] <= 1.0
     # The frontier is never wrong here: sending everything to it is right on every in-scope row.
     assert task["all_frontier_accuracy_vs_gold"] == 1.0
     assert 0.0 <= task["routed_accuracy_vs_gold"] <= 1.0
