@@ -153,6 +153,59 @@ def task_figures(report) -> dict[str, dict[str, Any]]:
     }
 
 
+def _announce(say: Progress, home: Path, days: int, traces_per_day: int, simulation, train, train_path: Path,
+              train_max_steps: int | None) -> None:
+    """The bench's first lines: where it runs, the traffic, and whether training is capped."""
+    from loop_pipeline.demo import describe_traffic
+
+    say(f"bench economics: LOOP_HOME={home} (a folder of its own; your LOOP_HOME is not touched)")
+    say(f"  traffic: {days} days x {traces_per_day} {describe_traffic(simulation)}, frontier error rate "
+        f"{simulation.frontier_error_rate:.0%}; every figure below is measured on this simulated traffic, gold = the simulator's")
+    planned = f"{train.sft.max_steps} steps" if train.sft.max_steps else f"{train.sft.num_train_epochs:g} epoch(s)"
+    if train_max_steps:
+        say(f"  training CAPPED at {train_max_steps} steps by --train-max-steps (the train config runs {planned})")
+    else:
+        say(f"  training as the train config says: {planned}")
+    say(f"  train config: {train_path}")
+
+
+def _summary(options: dict[str, Any], simulation, report, training: dict[str, Any], round_one, outcome, train_path: Path,
+             home: Path, step_seconds: dict[str, float], started: float) -> dict[str, Any]:
+    """The one JSON line (``options``: dataset, days, traces_per_day, seed as asked)."""
+    return {
+        "bench": "economics",
+        "dataset": options["dataset"],
+        "domains": (simulation.domains or "all") if options["dataset"] == "clinc150" else None,
+        "input": simulation.input_path,  # None: the bundled CLINC150
+        "simulated": True,
+        "gold": "the simulator's",
+        "frontier_error_rate": simulation.frontier_error_rate,
+        "days": options["days"],
+        "traces_per_day": options["traces_per_day"],
+        "seed": options["seed"],
+        "target_agreement": report.target_agreement,
+        "tasks": task_figures(report),
+        "coverage_at_target": report.coverage,
+        "blended_cost_ratio": report.cost.blended_cost_ratio,
+        "blended_cost_ratio_one_at_a_time": report.cost_one_at_a_time.blended_cost_ratio,
+        "training": training,
+        "train_steps_capped": training["capped"],
+        "local_requests_per_s": report.requests_per_s,
+        "local_requests_per_s_one_at_a_time": report.throughput.one_at_a_time_requests_per_s,
+        "local_batch_size": report.throughput.batch_size,
+        "local_device": report.throughput.device_kind,
+        "holdout_rows": report.n,
+        "sft_rows": training["train_rows"],
+        "dataset_version": round_one.datasets["version"],
+        "promoted": round_one.promoted,
+        "gate_refused_because": outcome.decision.failing_reasons(),
+        "train_config": str(train_path),
+        "home": str(home),
+        "step_seconds": step_seconds,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
 def run_economics(
     *,
     dataset: str = "clinc150",
@@ -176,7 +229,7 @@ def run_economics(
     for a bad option, file or column: before anything is simulated where it can be told then.
     """
     from loop_pipeline.core.evaluation import EvaluationOutcome
-    from loop_pipeline.demo import StepClock, describe_traffic, run_round_one, simulation_overrides
+    from loop_pipeline.demo import StepClock, run_round_one, simulation_overrides
     from loop_pipeline.resources.trainer import DEFAULT_TRAIN_CONFIG
     from loop_pipeline.runs import read_result, training_summary
     from loop_pipeline.settings import LoopSettings
@@ -195,15 +248,7 @@ def run_economics(
     train_path, train = _load_train_config(train_config or DEFAULT_TRAIN_CONFIG, settings.configs)
     temporary = home is None
     home = prepare_home(home)
-    say(f"bench economics: LOOP_HOME={home} (a folder of its own; your LOOP_HOME is not touched)")
-    say(f"  traffic: {days} days x {traces_per_day} {describe_traffic(simulation)}, frontier error rate "
-        f"{simulation.frontier_error_rate:.0%}; every figure below is measured on this simulated traffic, gold = the simulator's")
-    planned = f"{train.sft.max_steps} steps" if train.sft.max_steps else f"{train.sft.num_train_epochs:g} epoch(s)"
-    if train_max_steps:
-        say(f"  training CAPPED at {train_max_steps} steps by --train-max-steps (the train config runs {planned})")
-    else:
-        say(f"  training as the train config says: {planned}")
-    say(f"  train config: {train_path}")
+    _announce(say, home, days, traces_per_day, simulation, train, train_path, train_max_steps)
 
     op_config = {"lora_adapter": {"train_config": str(train_path), **({"max_steps": train_max_steps} if train_max_steps else {})}}
     clock = StepClock(say)
@@ -231,39 +276,8 @@ def run_economics(
         f"{training['seconds']:.1f} s, {training['tokens_per_s']:.0f} tokens/s"
         + (f"; CAPPED at {train_max_steps} steps by --train-max-steps" if training["capped"] else "")
     )
-    summary = {
-        "bench": "economics",
-        "dataset": dataset,
-        "domains": (simulation.domains or "all") if dataset == "clinc150" else None,
-        "input": simulation.input_path,  # None: the bundled CLINC150
-        "simulated": True,
-        "gold": "the simulator's",
-        "frontier_error_rate": simulation.frontier_error_rate,
-        "days": days,
-        "traces_per_day": traces_per_day,
-        "seed": seed,
-        "target_agreement": report.target_agreement,
-        "tasks": task_figures(report),
-        "coverage_at_target": report.coverage,
-        "blended_cost_ratio": report.cost.blended_cost_ratio,
-        "blended_cost_ratio_one_at_a_time": report.cost_one_at_a_time.blended_cost_ratio,
-        "training": training,
-        "train_steps_capped": training["capped"],
-        "local_requests_per_s": report.requests_per_s,
-        "local_requests_per_s_one_at_a_time": report.throughput.one_at_a_time_requests_per_s,
-        "local_batch_size": report.throughput.batch_size,
-        "local_device": report.throughput.device_kind,
-        "holdout_rows": report.n,
-        "sft_rows": train_rows,
-        "dataset_version": round_one.datasets["version"],
-        "promoted": round_one.promoted,
-        "gate_refused_because": outcome.decision.failing_reasons(),
-        "train_config": str(train_path),
-        "home": str(home),
-        "step_seconds": clock.seconds,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    return summary
+    return _summary(dict(dataset=dataset, days=days, traces_per_day=traces_per_day, seed=seed), simulation, report, training,
+                    round_one, outcome, train_path, home, clock.seconds, started)
 
 
 __all__ = ["run_economics"]
