@@ -120,9 +120,9 @@ def test_the_expected_rows_whatever_the_batch_sizes(tmp_path):
     assert conflicts["detail"][0] == "trace_id appears 3 times with 2 different contents; every copy is held back"
     assert json.loads(conflicts["raw"][1])["output"] == "other"
 
-    # Batches of a few lines (one line each: test_ingest_hostile.py); end-of-run chunks of one,
-    # three and fifty rows, so copies and conflicting copies fall in other batches and chunks.
-    for read_batch_bytes, finalize_batch_rows in ((2000, 3), (4096, 1), (4096, 50)):
+    # Batches of 4 KB (about 16 lines; one line each: test_ingest_hostile.py), end-of-run chunks of
+    # one, three and fifty rows: copies and conflicting copies fall in other batches and chunks.
+    for read_batch_bytes, finalize_batch_rows in ((4096, 3), (4096, 1), (4096, 50)):
         with _run(landing, read_batch_bytes=read_batch_bytes, finalize_batch_rows=finalize_batch_rows) as batched:
             if finalize_batch_rows < 100:  # the valid rows were checked and written in many chunks
                 assert len(batched.parts["traces"]) > 3
