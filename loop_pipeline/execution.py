@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import dagster as dg
 
+from loop_pipeline.core.processes import process_alive
 from loop_pipeline.instance import ensure_dagster_home
 from loop_pipeline.settings import LoopSettings
 
@@ -122,16 +123,6 @@ def _run_config(base: Mapping[str, Any], op_config: Mapping[str, Any], keys: Ite
 PID_TAG, HOST_TAG = "loop/pid", "loop/host"
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        pass
-    return True
-
-
 def reap_dead_runs(instance: dg.DagsterInstance, say: Progress = _quiet) -> list[str]:
     """Mark failed the runs this host started whose process is gone, and free the pool slots
     (claimed or pending) that ended runs still hold; returns the runs marked failed."""
@@ -142,7 +133,7 @@ def reap_dead_runs(instance: dg.DagsterInstance, say: Progress = _quiet) -> list
     live = RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING], tags={HOST_TAG: host})
     for run in instance.get_runs(live):
         pid = run.tags.get(PID_TAG)
-        if pid and pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+        if pid and pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             instance.report_run_failed(run, f"its process {pid} on {host} is gone (killed?): marked failed by a later run")
             reaped.append(run.run_id)
             say(f"run {run.run_id} of a killed process {pid} marked failed")

@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import polars as pl
 
+from loop_pipeline.core.processes import process_alive
+
 
 def _owner() -> str:
     """``<host>-<pid>`` of this process, the host without dots or dashes (the name's separators)."""
@@ -39,16 +41,6 @@ def temporary_directory_prefix(path: Path) -> str:
     return f".{Path(path).name}.{_owner()}."
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
 def sweep_stale_temporaries(path: Path) -> list[Path]:
     """Remove the temporaries of ``path`` (files and directories) that processes of this host left
     when they died before renaming them into place; a live writer's temporaries are kept."""
@@ -59,7 +51,7 @@ def sweep_stale_temporaries(path: Path) -> list[Path]:
         for stale in path.parent.glob(f"{glob.escape(prefix)}*{suffix}"):
             owner = stale.name[len(prefix) : -len(suffix)].split(".", 1)[0]
             host, _, pid = owner.rpartition("-")
-            if host != mine or not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+            if host != mine or not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
                 continue
             if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale)

@@ -24,6 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from loop_pipeline.core.processes import process_alive
+
 log = logging.getLogger(__name__)
 _STOP = object()
 _BATCH = 1000  # records taken from the queue per write
@@ -150,7 +152,7 @@ class SegmentWriter:
         host_prefix = f".router-{_host_tag()}-"
         for path in sorted(self.root.glob(f"*/{host_prefix}*.jsonl")):
             pid = path.name[len(host_prefix):].split("-", 1)[0]
-            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
                 continue
             data = path.read_bytes()
             complete = data[: data.rfind(b"\n") + 1]
@@ -253,12 +255,3 @@ class SegmentWriter:
             self._segment, self._segment_day = None, None
             self.segments_closed += 1
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True

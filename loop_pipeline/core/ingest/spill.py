@@ -20,6 +20,8 @@ from pathlib import Path
 
 import polars as pl
 
+from loop_pipeline.core.processes import process_alive
+
 PREFIX = ".ingest-spill-"
 # Temporary parts: as fast to write and read back as lz4 or none here, a tenth of the rows' size on disk.
 _COMPRESSION = "zstd"
@@ -30,23 +32,13 @@ def _host() -> str:
     return socket.gethostname().replace("-", "_") or "host"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
 def remove_orphans(parent: Path) -> list[Path]:
     """Remove the spill folders under ``parent`` left by dead ingest processes of this host."""
     removed: list[Path] = []
     host = _host()
     for folder in parent.glob(f"{PREFIX}{host}-*"):
         pid_text = folder.name[len(PREFIX) + len(host) + 1 :].split("-", 1)[0]
-        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _alive(int(pid_text)):
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or process_alive(int(pid_text)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
