@@ -139,10 +139,13 @@ def _check_registrable(outcome: EvaluationOutcome) -> str:
 
 def _registered_before(client, name: str, run_id: str, tags: dict[str, str]) -> tuple[str | None, str | None]:
     """(version, source) of a version of this training run already registered with these very tags
-    (the same evaluation: its run id is one of them) that is not the champion: what a registration
-    killed after creating the version left. Reused, so a rerun does not register the run twice."""
+    (the same evaluation: its run id is one of them) and never promoted: what a registration killed
+    after creating the version left. Reused, so a rerun does not register the run twice. A version
+    that was champion once (``promoted_at``) has a history of its own: registering its run again
+    makes a new version (on the same logged model)."""
     for existing in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
-        if dict(existing.tags).items() >= tags.items():
+        held = dict(existing.tags)
+        if "promoted_at" not in held and held.items() >= tags.items():
             return str(existing.version), existing.source
     return None, None
 
